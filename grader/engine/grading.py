@@ -1,0 +1,198 @@
+"""Grading a submission: static policy checks, one sandboxed run, then scoring in the trusted process."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+import grader
+from grader.engine.assignment import Assignment, load_assignment
+from grader.engine.plan import Plan, build_plan
+from grader.engine.policy import SourceProblem, find_forbidden_imports, parse_source
+from grader.engine.report import CheckResult, ProblemResult, SubmissionReport
+from grader.engine.scoring import Scorer
+from grader.sandbox.isolation import Limits
+from grader.sandbox.pool import Job, RunResult, SandboxPool, ZygoteDied
+
+MAX_SOURCE_BYTES = 1024 * 1024
+
+
+def sandbox_hidden_paths(assignment: Assignment) -> list[str]:
+    """What the sandbox must never show: the assignment, every other one, and the grader's own code."""
+    import reference
+
+    return sorted({str(assignment.path), str(Path(reference.__file__).parent), str(Path(grader.__file__).parent)})
+
+
+class Grader:
+    """Grades sources against one assignment; owns the sandbox pool it runs them in."""
+
+    def __init__(
+        self,
+        assignment: Assignment | None = None,
+        *,
+        pool: SandboxPool | None = None,
+        workers: int | None = None,
+        seed: int | None = None,
+        limits: Limits | None = None,
+        allow_insecure: bool = False,
+    ) -> None:
+        self.assignment = assignment or load_assignment()
+        rubric = self.assignment.rubric
+        self.seed = rubric.seed if seed is None else seed
+        self.limits = limits or Limits(
+            time_limit=rubric.limits.time_limit,
+            import_time_limit=rubric.limits.import_time_limit,
+            memory_limit_mb=rubric.limits.memory_limit_mb,
+        )
+        self.plan: Plan = build_plan(self.assignment, self.seed)
+        self.owns_pool = pool is None
+        self.pool = pool or SandboxPool(
+            workers or os.cpu_count() or 1,
+            hidden_paths=sandbox_hidden_paths(self.assignment),
+            allow_insecure=allow_insecure,
+        )
+
+    @property
+    def layers(self) -> dict[str, bool]:
+        return self.pool.layers
+
+    def grade(self, source: bytes, student: str | None = None) -> SubmissionReport:
+        started = time.monotonic()
+        report = self._grade(source)
+        report.student = student
+        report.seconds = round(time.monotonic() - started, 4)
+        return report
+
+    def _grade(self, source: bytes) -> SubmissionReport:
+        rubric = self.assignment.rubric
+        filename = rubric.filename
+        if len(source) > MAX_SOURCE_BYTES:
+            return self.zero(f"{filename} is larger than {MAX_SOURCE_BYTES // 1024} KB; not graded")
+        parsed = parse_source(source, filename)
+        if isinstance(parsed, SourceProblem):
+            return self.zero(parsed.message)
+        warnings = []
+        violations = find_forbidden_imports(parsed, rubric.policy.forbidden_imports)
+        if violations:
+            described = [f"{filename} {v.describe()}" for v in violations]
+            if rubric.policy.forbidden_action == "zero":
+                report = self.zero(described[0] + "; the whole submission scores 0", more_errors=described[1:])
+                report.policy_violation = True
+                return report
+            warnings.extend(described)
+        run = self.run(source)
+        if run.import_error is not None:
+            return self.zero(self.import_message(run.import_error), limits_hit=self.import_limits(run.import_error))
+        scorer = Scorer(self.assignment, self.plan, run, self.limits, filename)
+        problems = scorer.score()
+        return self.report(problems, warnings=warnings + scorer.warnings, limits_hit=scorer.limits_hit)
+
+    def run(self, source: bytes) -> RunResult:
+        job = Job(
+            source=source,
+            calls=self.plan.calls,
+            arrays=self.plan.arrays,
+            limits=self.limits,
+            module=Path(self.assignment.rubric.filename).stem,
+            filename=self.assignment.rubric.filename,
+            forbidden=self.assignment.rubric.policy.forbidden_imports,
+        )
+        try:
+            return self.pool.run(job)
+        except ZygoteDied:
+            # A zygote that died is replaced; the submission gets one more try on a fresh one.
+            return self.pool.run(job)
+
+    def import_message(self, error: dict[str, object]) -> str:
+        filename = self.assignment.rubric.filename
+        kind = error.get("type", "error")
+        message = error.get("message", "")
+        line = error.get("line")
+        at = f" (line {line})" if line else ""
+        if kind in ("timeout", "exit", "crash", "killed", "cpu", "protocol", "lost"):
+            return f"{filename} could not be imported: it {message}"
+        if kind == "memory":
+            return f"{filename} could not be imported: memory limit of {self.limits.memory_limit_mb} MB exceeded"
+        return f"{filename} could not be imported: {kind}: {message}{at}"
+
+    def import_limits(self, error: dict[str, object]) -> list[str]:
+        kind = error.get("type")
+        return {"timeout": ["time"], "memory": ["memory"], "killed": ["memory"], "cpu": ["cpu"]}.get(str(kind), [])
+
+    def zero(
+        self, error: str, *, more_errors: Iterable[str] = (), limits_hit: list[str] | None = None
+    ) -> SubmissionReport:
+        problems = [
+            ProblemResult(
+                number=problem.number,
+                title=problem.title,
+                score=0.0,
+                max_score=sum(c.points for c in problem.checks),
+                checks=[
+                    CheckResult(name=c.name, score=0.0, max_score=c.points, passed=False, message=f"not graded: {error}")
+                    for c in problem.checks
+                ],
+            )
+            for problem in self.assignment.rubric.problems
+        ]
+        return self.report(problems, errors=[error, *more_errors], limits_hit=limits_hit or [])
+
+    def report(
+        self,
+        problems: list[ProblemResult],
+        *,
+        errors: list[str] | None = None,
+        warnings: list[str] | None = None,
+        limits_hit: list[str] | None = None,
+    ) -> SubmissionReport:
+        rubric = self.assignment.rubric
+        return SubmissionReport(
+            score=sum(p.score for p in problems),
+            max_score=rubric.max_score,
+            problems=problems,
+            errors=errors or [],
+            warnings=warnings or [],
+            limits_hit=limits_hit or [],
+            assignment=rubric.assignment,
+            rubric_version=rubric.version,
+            grader_version=grader.__version__,
+            seed=self.seed,
+        )
+
+    def grade_many(
+        self,
+        sources: list[tuple[str, bytes]],
+        progress: Callable[[int, int, SubmissionReport], None] | None = None,
+    ) -> list[SubmissionReport]:
+        """Grade (student, source) pairs on every zygote at once, in input order."""
+        done = 0
+        results: list[SubmissionReport | None] = [None] * len(sources)
+        with ThreadPoolExecutor(max_workers=self.pool.size) as executor:
+            futures = {executor.submit(self.grade, source, student): i for i, (student, source) in enumerate(sources)}
+            from concurrent.futures import as_completed
+
+            for future in as_completed(futures):
+                report = future.result()
+                results[futures[future]] = report
+                done += 1
+                if progress is not None:
+                    progress(done, len(sources), report)
+        return [r for r in results if r is not None]
+
+    def close(self) -> None:
+        if self.owns_pool:
+            self.pool.close()
+
+    def __enter__(self) -> Grader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def with_limits(self, **changes: float) -> Limits:
+        return replace(self.limits, **changes)

@@ -1,0 +1,249 @@
+"""Scoring a run's plain arrays against the rubric, and saying what went wrong in words a student can use.
+
+Everything here runs in the trusted process and decides scores only from arrays and error kinds;
+nothing the submission printed or wrote reaches a score.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from grader.engine.assignment import Assignment
+from grader.engine.plan import STENCIL_WEIGHTS, Plan
+from grader.engine.report import CheckResult, ProblemResult
+from grader.engine.rubric import CheckSpec
+from grader.engine.spec import Case, Function
+from grader.sandbox.isolation import Limits
+from grader.sandbox.pool import CallResult, RunResult, Value
+
+LIMIT_KINDS = {"timeout": "time", "memory": "memory", "killed": "memory", "cpu": "cpu", "file_size": "file size"}
+
+
+class CheckFailed(Exception):
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+@dataclass
+class Scorer:
+    assignment: Assignment
+    plan: Plan
+    run: RunResult
+    limits: Limits
+    filename: str
+    warnings: list[str] = field(default_factory=list)
+    limits_hit: list[str] = field(default_factory=list)
+
+    def score(self) -> list[ProblemResult]:
+        problems = []
+        for problem in self.assignment.rubric.problems:
+            checks = [self.score_check(check) for check in problem.checks]
+            problems.append(
+                ProblemResult(
+                    number=problem.number,
+                    title=problem.title,
+                    score=sum(c.score for c in checks),
+                    max_score=sum(c.max_score for c in checks),
+                    checks=checks,
+                )
+            )
+        return problems
+
+    def score_check(self, check: CheckSpec) -> CheckResult:
+        try:
+            note = self.match(check) if check.kind == "match" else self.gradcheck(check)
+        except CheckFailed as failure:
+            return CheckResult(
+                name=check.name, score=0.0, max_score=check.points, passed=False,
+                message=failure.message, hint=failure.hint,
+            )
+        return CheckResult(name=check.name, score=check.points, max_score=check.points, passed=True, message=note)
+
+    # -- match --------------------------------------------------------------------------------------
+
+    def match(self, check: CheckSpec) -> str:
+        assert check.function is not None
+        function = self.assignment.functions[check.function]
+        cases = self.plan.cases[check.cases]
+        used_fallback = False
+        for i, case in enumerate(cases):
+            key = (function.name, check.cases, i)
+            result = self.result(key)
+            where = f"on case {i + 1} of {len(cases)}, {describe_call(function, case)}"
+            if not result.ok:
+                raise CheckFailed(self.describe_failure(function.name, result.error) + f" ({where})", check.hints.error)
+            used_fallback = used_fallback or result.fallback
+            self.note_mutations(function, result)
+            values = self.named_values(function, result)
+            for name in check.outputs:
+                expected = self.plan.expected[key][name]
+                actual = self.as_array(function, name, values[name], check, where)
+                self.compare(name, actual, expected, check, where)
+        if used_fallback and function.cache is not None:
+            return (
+                f"passed using the documented cache, because your {function.cache.forward} "
+                "did not return a usable cache"
+            )
+        return ""
+
+    def compare(self, name: str, actual: np.ndarray, expected: np.ndarray, check: CheckSpec, where: str) -> None:
+        if actual.shape != expected.shape:
+            raise CheckFailed(
+                f"{name} has shape {fmt_shape(actual.shape)}; expected {fmt_shape(expected.shape)} ({where})",
+                check.hints.shape,
+            )
+        if not np.all(np.isfinite(actual)):
+            raise CheckFailed(f"{name} contains nan or inf ({where})", check.hints.nonfinite or check.hints.mismatch)
+        if not np.allclose(actual, expected, rtol=check.rtol, atol=check.atol):
+            error = float(np.max(np.abs(actual - expected)))
+            raise CheckFailed(
+                f"{name} has the right shape but wrong values: largest difference from the expected "
+                f"values is {error:.3g} ({where})",
+                check.hints.mismatch,
+            )
+
+    # -- gradient check -----------------------------------------------------------------------------
+
+    def gradcheck(self, check: CheckSpec) -> str:
+        assert check.forward is not None and check.output is not None
+        forward = self.assignment.functions[check.forward]
+        source = self.assignment.functions[check.backward] if check.backward else forward
+        cases = self.plan.cases[check.cases]
+        worst = 0.0
+        for i, case in enumerate(cases):
+            where = f"on case {i + 1} of {len(cases)}, {describe_call(forward, case)}"
+            result = self.result((source.name, check.cases, i))
+            if not result.ok:
+                raise CheckFailed(self.describe_failure(source.name, result.error) + f" ({where})")
+            analytic = self.named_values(source, result)
+            expected_output = self.plan.expected[(forward.name, check.cases, i)][check.output]
+            for param, grad_name in check.wrt.items():
+                grad = self.as_array(source, grad_name, analytic[grad_name], check, where)
+                base = np.asarray(case[param])
+                if grad.shape != base.shape:
+                    raise CheckFailed(
+                        f"{grad_name} has shape {fmt_shape(grad.shape)}; expected {fmt_shape(base.shape)}, "
+                        f"the shape of {param} ({where})",
+                    )
+                if not np.all(np.isfinite(grad)):
+                    raise CheckFailed(f"{grad_name} contains nan or inf ({where})")
+                numeric = self.numeric_gradient(check, forward, case, i, param, expected_output, where)
+                if not np.any(numeric != 0):
+                    raise CheckFailed(
+                        f"the numeric gradient of your {forward.name} with respect to {param} is zero "
+                        f"everywhere, so there is nothing to check: {forward.name} ignores {param} ({where})",
+                        check.hints.zero,
+                    )
+                difference = float(np.max(np.abs(grad - numeric)))
+                worst = max(worst, difference)
+                if not difference < check.tolerance:
+                    raise CheckFailed(
+                        f"{grad_name} differs from the numeric gradient of your {forward.name} by up to "
+                        f"{difference:.2e}; it must be below {check.tolerance:g} ({where})",
+                        check.hints.mismatch,
+                    )
+        return f"largest difference {worst:.1e}"
+
+    def numeric_gradient(
+        self, check: CheckSpec, forward: Function, case: Case, i: int, param: str,
+        expected_output: np.ndarray, where: str,
+    ) -> np.ndarray:
+        assert check.output is not None
+        key = ("perturb", forward.name, check.cases, i, param, check.output, check.step)
+        result = self.result(key)
+        if not result.ok:
+            raise CheckFailed(self.describe_failure(forward.name, result.error) + f" ({where})")
+        outputs = result.values[0].array if result.values and result.values[0].array is not None else None
+        base = np.asarray(case[param])
+        steps = len(STENCIL_WEIGHTS)
+        if outputs is None or outputs.shape != (base.size * steps, *expected_output.shape):
+            shape = "nothing" if outputs is None else fmt_shape(outputs.shape[1:])
+            raise CheckFailed(
+                f"{check.output} of {forward.name} has shape {shape}; expected {fmt_shape(expected_output.shape)}, "
+                f"so no numeric gradient can be taken ({where})"
+            )
+        if expected_output.shape == ():
+            objective = outputs
+        else:
+            upstream = np.asarray(case[check.upstream], dtype=np.float64)
+            objective = np.sum(outputs * upstream, axis=tuple(range(1, outputs.ndim)))
+        if not np.all(np.isfinite(objective)):
+            raise CheckFailed(f"{forward.name} returned nan or inf for slightly changed inputs ({where})")
+        numeric = objective.reshape(base.size, steps) @ STENCIL_WEIGHTS / check.step
+        return numeric.reshape(base.shape)
+
+    # -- shared -------------------------------------------------------------------------------------
+
+    def result(self, key: tuple[Any, ...]) -> CallResult:
+        return self.run.calls[self.plan.keys[key]]
+
+    def named_values(self, function: Function, result: CallResult) -> dict[str, Value]:
+        names = [function.returns[i] for i in function.sent]
+        return dict(zip(names, result.values))
+
+    def as_array(self, function: Function, name: str, value: Value, check: CheckSpec, where: str) -> np.ndarray:
+        if value.kind == "none" or value.array is None and value.kind == "array":
+            raise CheckFailed(
+                f"{function.name} returned None for {name} ({where})",
+                check.hints.none or "Replace the starter's placeholder with your implementation.",
+            )
+        if value.kind != "array" or value.array is None:
+            raise CheckFailed(f"{function.name} returned an unusable {name}: {value.message} ({where})")
+        return value.array
+
+    def describe_failure(self, function: str, error: dict[str, Any] | None) -> str:
+        error = error or {}
+        kind = error.get("type", "error")
+        message = error.get("message", "")
+        if error.get("import"):
+            return f"not run: {self.filename} could not be imported"
+        if kind in LIMIT_KINDS:
+            limit = LIMIT_KINDS[kind]
+            if limit not in self.limits_hit:
+                self.limits_hit.append(limit)
+        if kind == "timeout":
+            return f"{function} did not return within {self.limits.time_limit:g} s"
+        if kind == "memory":
+            return f"memory limit of {self.limits.memory_limit_mb} MB exceeded in {function}"
+        if kind in ("missing", "returns", "shape", "invalid"):
+            return message
+        if kind in ("killed", "cpu", "crash", "exit", "protocol", "file_size", "lost"):
+            return f"{function} {message}"
+        line = error.get("line")
+        at = f" (line {line})" if line else ""
+        text = f": {message}" if message else ""
+        return f"{function} raised {kind}{text}{at}"
+
+    def note_mutations(self, function: Function, result: CallResult) -> None:
+        for position in result.mutated:
+            if 0 <= position < len(function.params):
+                warning = (
+                    f"{function.name} modifies its input {function.params[position]} in place; it was graded "
+                    "on what it returned, but callers expect inputs to stay unchanged"
+                )
+                if warning not in self.warnings:
+                    self.warnings.append(warning)
+
+
+def fmt_shape(shape: tuple[int, ...]) -> str:
+    return "()" if shape == () else "(" + ", ".join(str(n) for n in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def describe_call(function: Function, case: Case) -> str:
+    """The call with argument shapes only: hidden inputs are never printed wholesale."""
+    parts = []
+    for param in function.params:
+        if function.cache is not None and param == function.cache.param:
+            parts.append(param)
+            continue
+        value = case[param]
+        if isinstance(value, np.ndarray):
+            parts.append(f"{param} {fmt_shape(value.shape)}")
+        else:
+            parts.append(f"{param}={value:g}" if isinstance(value, float) else f"{param}={value}")
+    return f"{function.name}({', '.join(parts)})"

@@ -1,0 +1,295 @@
+"""What runs inside the sandbox: load the submission, call its functions, send back plain arrays.
+
+This module is imported by the zygote before any student code exists, so it must never import the
+engine or an assignment. Everything it sends is data the trusted side re-checks; nothing it says is
+ever taken as a score.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import linecache
+import mmap
+import struct
+import sys
+import traceback
+import types
+from typing import Any
+
+import numpy as np
+
+from grader.sandbox.protocol import write_message
+
+MAX_MESSAGE_CHARS = 400
+MAX_RESULT_ELEMENTS = 4_000_000
+FLUSH_BYTES = 1 << 20
+# Shared with the zygote: (progress counter, index of the call running now; -1 while importing).
+# The zygote reads it to time each call and to know which function a crash happened in, without a
+# message per call. The student's code can scribble on it, which only misattributes its own failure.
+PROGRESS = struct.Struct("<qq")
+
+
+def mark_progress(page: mmap.mmap | None, sequence: int, call: int) -> None:
+    if page is not None:
+        PROGRESS.pack_into(page, 0, sequence, call)
+
+
+class ForbiddenImportBlocker(importlib.abc.MetaPathFinder):
+    """Refuses modules the course forbids, however the import is spelled."""
+
+    def __init__(self, forbidden: list[str]) -> None:
+        self.forbidden = set(forbidden)
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> None:
+        if fullname.split(".")[0] in self.forbidden:
+            raise ImportError(f"importing {fullname} is not allowed in this assignment")
+        return None
+
+
+class CallFailed(Exception):
+    """A call whose failure is already described for the student."""
+
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(error.get("message", ""))
+        self.error = error
+
+
+class Harness:
+    def __init__(
+        self, job: dict[str, Any], arrays: list[np.ndarray], result_fd: int, progress: mmap.mmap | None = None
+    ) -> None:
+        self.progress = progress
+        self.sequence = 0
+        self.pending: list[tuple[dict[str, Any], list[np.ndarray]]] = []
+        self.pending_bytes = 0
+        self.calls: list[dict[str, Any]] = job["calls"]
+        self.arrays = arrays
+        self.result_fd = result_fd
+        self.filename: str = job.get("filename", "submission.py")
+        self.skip = set(job.get("skip", []))
+        self.broken = set(job.get("broken", []))
+        self.memory_limit_mb = job.get("memory_limit_mb")
+        self.module: types.ModuleType | None = None
+        # call index -> (returned value, failed?) of producer calls run in this process
+        self.produced: dict[int, tuple[Any, bool]] = {}
+
+    def send(self, header: dict[str, Any], arrays: list[np.ndarray] | None = None) -> None:
+        write_message(self.result_fd, header, arrays or [])
+
+    def begin(self, index: int) -> None:
+        self.sequence += 1
+        mark_progress(self.progress, self.sequence, index)
+
+    def queue_result(self, header: dict[str, Any], arrays: list[np.ndarray]) -> None:
+        """Results go out in batches; one lost in a crash is simply run again by the next child."""
+        self.pending.append((header, arrays))
+        self.pending_bytes += sum(a.nbytes for a in arrays) + 200
+        if self.pending_bytes > FLUSH_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            headers = [h for h, _ in self.pending]
+            arrays = [a for _, batch in self.pending for a in batch]
+            self.pending = []
+            self.pending_bytes = 0
+            self.send({"op": "results", "results": headers}, arrays)
+
+    def load(self, source: bytes, module_name: str, forbidden: list[str]) -> bool:
+        sys.meta_path.insert(0, ForbiddenImportBlocker(forbidden))
+        self.begin(-1)
+        module = types.ModuleType(module_name)
+        module.__file__ = self.filename
+        sys.modules[module_name] = module
+        try:
+            text = source.decode("utf-8-sig")
+            linecache.cache[self.filename] = (len(text), None, text.splitlines(True), self.filename)
+            code = compile(text, self.filename, "exec")
+            exec(code, module.__dict__)
+        except BaseException as error:  # noqa: BLE001 - student code may raise anything, SystemExit too
+            self.send({"op": "import_error", "error": self.describe(error)})
+            return False
+        self.module = module
+        self.send({"op": "imported"})
+        return True
+
+    def run(self, start: int) -> None:
+        for index in range(start, len(self.calls)):
+            if index in self.skip or self.calls[index]["fn"] in self.broken:
+                continue
+            self.run_one(index)
+        self.flush()
+
+    def run_one(self, index: int) -> None:
+        call = self.calls[index]
+        header: dict[str, Any] = {"call": index}
+        try:
+            if call.get("perturb"):
+                values, arrays = self.perturbed(index, call)
+                header.update(status="ok", values=values)
+            else:
+                value, mutated, fallback = self.invoke(index, call)
+                values, arrays = self.encode_returns(call, value)
+                header.update(status="ok", values=values, mutated=mutated, fallback=fallback)
+        except CallFailed as failure:
+            header.update(status="error", error=failure.error)
+            arrays = []
+        self.queue_result(header, arrays)
+
+    def invoke(self, index: int, call: dict[str, Any]) -> tuple[Any, list[int], bool]:
+        """Call the student's function on fresh copies of the inputs; report which inputs it changed."""
+        fallback = False
+        args = []
+        for spec in call["args"]:
+            value, used_fallback = self.build_arg(spec)
+            fallback = fallback or used_fallback
+            args.append(value)
+        originals = [a.copy() if isinstance(a, np.ndarray) else None for a in args]
+        function = self.function(call["fn"])
+        self.begin(index)
+        try:
+            value = function(*args)
+        except BaseException as error:  # noqa: BLE001
+            raise CallFailed(self.describe(error)) from None
+        mutated = [
+            i
+            for i, original in enumerate(originals)
+            if original is not None and not np.array_equal(original, args[i], equal_nan=True)
+        ]
+        return value, mutated, fallback
+
+    def function(self, name: str) -> Any:
+        function = getattr(self.module, name, None)
+        if not callable(function):
+            raise CallFailed({"type": "missing", "message": f"{self.filename} defines no function {name}"})
+        return function
+
+    def build_arg(self, spec: dict[str, Any]) -> tuple[Any, bool]:
+        if "a" in spec:
+            return self.arrays[spec["a"]].copy(), False
+        if "v" in spec:
+            return spec["v"], False
+        if "tuple" in spec:
+            parts = [self.build_arg(part) for part in spec["tuple"]]
+            return tuple(p[0] for p in parts), any(p[1] for p in parts)
+        if "from" in spec:
+            value = self.produce(spec["from"])
+            if value is not None:
+                try:
+                    return value[spec["index"]] if spec.get("index") is not None else value, False
+                except Exception:  # noqa: BLE001 - a malformed return falls back like a failure
+                    pass
+            built, _ = self.build_arg(spec["fallback"])
+            return built, True
+        raise CallFailed({"type": "internal", "message": "unknown argument kind"})
+
+    def produce(self, index: int) -> Any:
+        """The value a producer call (a forward pass) returned in this process, running it if needed."""
+        if index not in self.produced:
+            call = self.calls[index]
+            if call["fn"] in self.broken:
+                self.produced[index] = (None, True)
+            else:
+                try:
+                    value, _, _ = self.invoke(index, call)
+                    self.produced[index] = (value, False)
+                except CallFailed:
+                    self.produced[index] = (None, True)
+        value, failed = self.produced[index]
+        return None if failed else value
+
+    def perturbed(self, index: int, call: dict[str, Any]) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
+        """Evaluate the function with one input nudged element by element (a batched numeric gradient)."""
+        spec = call["perturb"]
+        position = spec["arg"]
+        output = spec["output"]
+        name = call["returns"][output]
+        bases = [self.build_arg(a)[0] for a in call["args"]]
+        size = bases[position].size
+        function = self.function(call["fn"])
+        self.begin(index)
+        outputs = []
+        for flat in range(size):
+            for offset in spec["offsets"]:
+                # fresh copies for every call: a function that changes its inputs must not skew the next
+                args = [b.copy() if isinstance(b, np.ndarray) else b for b in bases]
+                args[position].reshape(-1)[flat] += offset
+                try:
+                    value = function(*args)
+                except BaseException as error:  # noqa: BLE001
+                    raise CallFailed(self.describe(error)) from None
+                picked = value if call.get("arity") is None else self.unpack(call, value)[output]
+                outputs.append(self.as_float_array(picked, name))
+        shapes = {o.shape for o in outputs}
+        if len(shapes) > 1:
+            raise CallFailed({"type": "shape", "message": f"{call['fn']} returned {name} of varying shapes"})
+        stacked = np.stack(outputs) if outputs else np.zeros((0,))
+        return [{"kind": "array"}], [stacked]
+
+    def unpack(self, call: dict[str, Any], value: Any) -> tuple[Any, ...]:
+        arity = call["arity"]
+        name = call["fn"]
+        if not isinstance(value, (tuple, list)) or len(value) != arity:
+            described = "None" if value is None else f"a {type(value).__name__}"
+            if isinstance(value, (tuple, list)):
+                described += f" of length {len(value)}"
+            expected = ", ".join(call["returns"])
+            raise CallFailed(
+                {"type": "returns", "message": f"{name} must return a tuple ({expected}); it returned {described}"}
+            )
+        return tuple(value)
+
+    def encode_returns(self, call: dict[str, Any], value: Any) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
+        parts = (value,) if call.get("arity") is None else self.unpack(call, value)
+        values = []
+        arrays = []
+        for position in call["send"]:
+            part = parts[position]
+            name = call["returns"][position]
+            if part is None:
+                values.append({"kind": "none"})
+                continue
+            try:
+                array = self.as_float_array(part, name)
+            except CallFailed as failure:
+                values.append({"kind": "invalid", "message": failure.error["message"]})
+                continue
+            values.append({"kind": "array"})
+            arrays.append(array)
+        return values, arrays
+
+    def as_float_array(self, value: Any, name: str) -> np.ndarray:
+        if value is None:
+            raise CallFailed({"type": "none", "message": f"{name} is None"})
+        if type(value) is np.ndarray and value.dtype == np.float64:
+            return value
+        try:
+            array = np.asarray(value)
+            if array.dtype.kind == "c":
+                raise TypeError("complex values")
+            array = array.astype(np.float64)
+        except Exception as error:  # noqa: BLE001
+            raise CallFailed(
+                {"type": "invalid", "message": f"{name} is a {type(value).__name__}, not numbers ({error})"[:300]}
+            ) from None
+        if array.size > MAX_RESULT_ELEMENTS:
+            raise CallFailed({"type": "invalid", "message": f"{name} has {array.size} elements, far too many"})
+        return array
+
+    def describe(self, error: BaseException) -> dict[str, Any]:
+        """The exception type, message and the student's line, short enough for feedback."""
+        kind = type(error).__name__
+        line = None
+        for frame in traceback.extract_tb(error.__traceback__):
+            if frame.filename == self.filename:
+                line = frame.lineno
+        if isinstance(error, SyntaxError) and error.filename == self.filename:
+            line = error.lineno
+        try:
+            text = str(error)
+        except Exception:  # noqa: BLE001 - a hostile __str__
+            text = ""
+        described: dict[str, Any] = {"type": kind, "message": text[:MAX_MESSAGE_CHARS], "line": line}
+        if isinstance(error, MemoryError):
+            described["type"] = "memory"
+        return described

@@ -1,0 +1,255 @@
+"""The trusted side of the sandbox: a pool of zygotes, one per core, and the results they relay."""
+
+from __future__ import annotations
+
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+import grader
+from grader.sandbox.isolation import IsolationConfig, Limits, SandboxUnavailable
+from grader.sandbox.protocol import MessageReader, ProtocolError, write_message
+
+# What a zygote inherits of the environment: nothing of the service's, only what numpy needs.
+_PASSED_THROUGH = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "LD_LIBRARY_PATH")
+# Only numpy: every module preloaded makes each fork slower (scipy doubles it); submissions that
+# import scipy, cv2 or matplotlib load them inside their own run.
+DEFAULT_PRELOAD = ("numpy", "numpy.linalg")
+
+
+@dataclass
+class Value:
+    """One returned value: an array, or why there is none."""
+
+    kind: str  # "array", "none" or "invalid"
+    array: np.ndarray | None = None
+    message: str = ""
+
+
+@dataclass
+class CallResult:
+    ok: bool
+    values: list[Value] = field(default_factory=list)
+    error: dict[str, Any] | None = None
+    mutated: list[int] = field(default_factory=list)
+    fallback: bool = False
+
+
+@dataclass
+class RunResult:
+    calls: list[CallResult]
+    import_error: dict[str, Any] | None
+    seconds: float
+
+
+@dataclass
+class Job:
+    """One submission to run: its source, the calls to make, and the input arrays they refer to."""
+
+    source: bytes
+    calls: list[dict[str, Any]]
+    arrays: list[np.ndarray]
+    limits: Limits
+    module: str = "submission"
+    filename: str = "submission.py"
+    forbidden: list[str] = field(default_factory=list)
+
+
+class ZygoteDied(Exception):
+    """The zygote itself stopped answering; the job can be retried on a fresh one."""
+
+
+def _zygote_env() -> dict[str, str]:
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(grader.__file__)))
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": "/tmp",
+        "LANG": "C.UTF-8",
+        "PYTHONPATH": package_parent,
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "MPLBACKEND": "Agg",
+        "MPLCONFIGDIR": "/tmp",
+    }
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
+        env[name] = "1"
+    for name in _PASSED_THROUGH:
+        if name in os.environ:
+            env[name] = os.environ[name]
+    return env
+
+
+class ZygoteProcess:
+    def __init__(self, index: int, config: dict[str, Any]) -> None:
+        self.index = index
+        self.process = subprocess.Popen(
+            [sys.executable, "-I", "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+             "from grader.sandbox.zygote import main; main()", _zygote_env()["PYTHONPATH"]],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=_zygote_env(),
+            close_fds=True,
+            cwd="/",
+        )
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.write_fd = self.process.stdin.fileno()
+        self.reader = MessageReader(self.process.stdout.fileno(), max_array_bytes=1 << 30)
+        write_message(self.write_fd, config)
+        self.layers: dict[str, bool] = {}
+
+    def wait_ready(self, timeout: float = 60.0) -> dict[str, bool]:
+        message = self.reader.read(time.monotonic() + timeout)
+        if message is None or message.header.get("op") != "ready":
+            raise SandboxUnavailable("the sandbox process failed to start; run `grader doctor` for details")
+        self.layers = message.header["layers"]
+        return self.layers
+
+    def run(self, job: Job, timeout: float) -> RunResult:
+        header = {
+            "op": "run",
+            "calls": job.calls,
+            "limits": job.limits.to_dict(),
+            "module": job.module,
+            "filename": job.filename,
+            "forbidden": job.forbidden,
+        }
+        source = np.frombuffer(job.source, dtype=np.uint8)
+        try:
+            write_message(self.write_fd, header, [source, *job.arrays])
+        except (BrokenPipeError, OSError) as error:
+            raise ZygoteDied(str(error)) from error
+        results: list[CallResult | None] = [None] * len(job.calls)
+        import_error = None
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                message = self.reader.read(deadline)
+            except (TimeoutError, ProtocolError) as error:
+                raise ZygoteDied(f"zygote stopped answering ({type(error).__name__})") from error
+            if message is None:
+                raise ZygoteDied("zygote exited")
+            op = message.header.get("op")
+            if op == "done":
+                break
+            if op == "import_error":
+                import_error = message.header["error"]
+            elif op == "results":
+                remaining = iter(message.arrays)
+                for header in message.header["results"]:
+                    results[header["call"]] = _call_result(header, remaining)
+        missing = CallResult(ok=False, error={"type": "lost", "message": "no result came back"})
+        return RunResult([r or missing for r in results], import_error, float(message.header.get("seconds", 0.0)))
+
+    def close(self) -> None:
+        try:
+            write_message(self.write_fd, {"op": "exit"})
+        except OSError:
+            pass
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        for stream in (self.process.stdin, self.process.stdout):
+            if stream is not None:
+                stream.close()
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        for stream in (self.process.stdin, self.process.stdout):
+            if stream is not None:
+                stream.close()
+
+
+def _call_result(header: dict[str, Any], remaining: Iterator[np.ndarray]) -> CallResult:
+    if header.get("status") != "ok":
+        return CallResult(ok=False, error=header.get("error"))
+    values = []
+    for value in header["values"]:
+        if value["kind"] == "array":
+            values.append(Value("array", next(remaining)))
+        else:
+            values.append(Value(value["kind"], None, value.get("message", "")))
+    return CallResult(ok=True, values=values, mutated=header.get("mutated", []), fallback=header.get("fallback", False))
+
+
+class SandboxPool:
+    """A fixed set of zygotes shared by threads; `run` blocks until a zygote is free."""
+
+    def __init__(
+        self,
+        size: int | None = None,
+        *,
+        hidden_paths: list[str] | None = None,
+        preload: tuple[str, ...] = DEFAULT_PRELOAD,
+        allow_insecure: bool = False,
+        base_uid: int = 61000,
+    ) -> None:
+        self.size = size or os.cpu_count() or 1
+        self.preload = list(preload)
+        self.hidden_paths = list(hidden_paths or [])
+        self.base_uid = base_uid
+        self.idle: queue.Queue[ZygoteProcess] = queue.Queue()
+        self.lock = threading.Lock()
+        self.closed = False
+        zygotes = [self._spawn(i) for i in range(self.size)]
+        try:
+            layer_sets = [z.wait_ready() for z in zygotes]
+        except Exception:
+            for zygote in zygotes:
+                zygote.kill()
+            raise
+        self.layers = {k: all(s.get(k, False) for s in layer_sets) for k in layer_sets[0]}
+        if not self.layers.get("no_network") and not allow_insecure:
+            for zygote in zygotes:
+                zygote.close()
+            raise SandboxUnavailable(
+                "this host cannot cut student code off the network (no network namespace); "
+                "run `grader doctor` to see why, or pass --insecure-no-sandbox to grade anyway"
+            )
+        for zygote in zygotes:
+            self.idle.put(zygote)
+
+    def _spawn(self, index: int) -> ZygoteProcess:
+        config = {
+            "isolation": IsolationConfig(uid=self.base_uid + index, hidden_paths=self.hidden_paths).__dict__,
+            "preload": self.preload,
+        }
+        return ZygoteProcess(index, config)
+
+    def run(self, job: Job) -> RunResult:
+        functions = len({c["fn"] for c in job.calls}) + 1
+        limits = job.limits
+        timeout = (limits.import_time_limit + limits.time_limit * (functions + 2)) * (functions + 1) + 10
+        zygote = self.idle.get()
+        try:
+            return zygote.run(job, timeout)
+        except ZygoteDied:
+            zygote.kill()
+            zygote = self._spawn(zygote.index)
+            zygote.wait_ready()
+            raise
+        finally:
+            self.idle.put(zygote)
+
+    def close(self) -> None:
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+        for _ in range(self.size):
+            self.idle.get().close()
+
+    def __enter__(self) -> SandboxPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

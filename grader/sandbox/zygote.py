@@ -1,0 +1,346 @@
+"""A pre-warmed interpreter that forks one sandboxed child per submission.
+
+Started as a fresh `python -m grader.sandbox.zygote` with a scrubbed environment, so it has never
+seen the reference, the hidden cases or the service's secrets. It speaks the wire protocol on its
+stdin/stdout with the trusted pool, relays each child's results after validating them, and turns a
+child that hangs, crashes or exits into a failure of the one function it was running: the remaining
+calls go to a fresh child.
+"""
+
+from __future__ import annotations
+
+import importlib
+import mmap
+import os
+import resource
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from grader.sandbox.child import PROGRESS, Harness, mark_progress
+from grader.sandbox.isolation import Isolation, IsolationConfig, Limits
+from grader.sandbox.protocol import MessageReader, ProtocolError, write_message
+
+SIGNAL_NAMES = {
+    signal.SIGSEGV: "crashed with a segmentation fault (SIGSEGV)",
+    signal.SIGBUS: "crashed with a bus error (SIGBUS)",
+    signal.SIGFPE: "crashed with a floating-point exception (SIGFPE)",
+    signal.SIGABRT: "aborted (SIGABRT)",
+    signal.SIGILL: "crashed with an illegal instruction (SIGILL)",
+    signal.SIGSYS: "made a forbidden system call (SIGSYS)",
+}
+
+
+@dataclass
+class ChildOutcome:
+    """How one child ended: cleanly, or with the function it was in and why."""
+
+    failure: dict[str, Any] | None = None
+    function: str | None = None
+    import_failed: bool = False
+
+
+class Zygote:
+    def __init__(self, control_in: int, control_out: int, config: dict[str, Any]) -> None:
+        self.control_in = control_in
+        self.control_out = control_out
+        self.isolation = Isolation(IsolationConfig(**config.get("isolation", {})))
+        self.layers = self.isolation.prepare_zygote()
+        self.progress = mmap.mmap(-1, mmap.PAGESIZE)  # shared with each child across fork
+        for name in config.get("preload", []):
+            try:
+                importlib.import_module(name)
+            except Exception as error:  # noqa: BLE001 - a missing optional package is reported, not fatal
+                print(f"zygote: could not preload {name}: {error}", file=sys.stderr)
+
+    def send(self, header: dict[str, Any], arrays: list[np.ndarray] | None = None) -> None:
+        write_message(self.control_out, header, arrays or [])
+
+    def send_error(self, index: int, error: dict[str, Any]) -> None:
+        self.send({"op": "results", "results": [{"call": index, "status": "error", "error": error}]})
+
+    def serve(self, reader: MessageReader) -> None:
+        self.send({"op": "ready", "layers": self.layers.to_dict(), "pid": os.getpid()})
+        while True:
+            message = reader.read()
+            if message is None or message.header.get("op") == "exit":
+                return
+            if message.header.get("op") == "run":
+                started = time.monotonic()
+                self.run_job(message.header, message.arrays)
+                self.send({"op": "done", "seconds": time.monotonic() - started})
+
+    # -- one submission ---------------------------------------------------------------------------
+
+    def run_job(self, job: dict[str, Any], arrays: list[np.ndarray]) -> None:
+        limits = Limits(**job["limits"])
+        calls: list[dict[str, Any]] = job["calls"]
+        pending = set(range(len(calls)))
+        broken: dict[str, dict[str, Any]] = {}
+        attempts = 0
+        while pending:
+            for index in sorted(pending):
+                function = calls[index]["fn"]
+                if function in broken:
+                    self.send_error(index, broken[function])
+                    pending.discard(index)
+            if not pending:
+                return
+            attempts += 1
+            outcome = self.run_child(job, arrays, limits, pending, broken)
+            if outcome.import_failed:
+                return
+            if outcome.failure is None:
+                for index in sorted(pending):  # the child ended without answering these
+                    self.send_error(index, _lost())
+                return
+            if outcome.function is None or outcome.function in broken or attempts > len(calls):
+                for index in sorted(pending):
+                    self.send_error(index, outcome.failure)
+                return
+            broken[outcome.function] = outcome.failure
+
+    def run_child(
+        self,
+        job: dict[str, Any],
+        arrays: list[np.ndarray],
+        limits: Limits,
+        pending: set[int],
+        broken: dict[str, dict[str, Any]],
+    ) -> ChildOutcome:
+        read_fd, write_fd = os.pipe()
+        start = min(pending)
+        child_job = {
+            "calls": job["calls"],
+            "filename": job.get("filename", "submission.py"),
+            "skip": [i for i in range(start, len(job["calls"])) if i not in pending],
+            "broken": sorted(broken),
+        }
+        mark_progress(self.progress, 0, -1)
+        pid = self.isolation.fork_run()
+        if pid == 0:  # pragma: no cover - runs in the child
+            code = 0
+            try:
+                os.close(read_fd)
+                self.isolation.enter_sandbox(limits, keep_fds=[write_fd])
+                harness = Harness(child_job, arrays[1:], write_fd, self.progress)
+                if harness.load(arrays[0].tobytes(), job.get("module", "submission"), job.get("forbidden", [])):
+                    harness.run(start)
+            except BaseException:  # noqa: BLE001
+                code = 70
+            os._exit(code)
+        os.close(write_fd)
+        reaped = None
+        try:
+            outcome, reaped = self.relay(read_fd, pid, job, limits, pending)
+            return outcome
+        finally:
+            os.close(read_fd)
+            if reaped is None:
+                _kill_and_reap(pid)
+
+    def relay(
+        self, read_fd: int, pid: int, job: dict[str, Any], limits: Limits, pending: set[int]
+    ) -> tuple[ChildOutcome, Any]:
+        """Forward the child's results until it ends; a call running past its time limit is killed.
+
+        Returns how the child ended, and its reaped status when it ended by itself.
+        """
+        calls = job["calls"]
+        reader = MessageReader(read_fd, max_array_bytes=limits.max_output_bytes)
+        started = time.monotonic()
+        functions = {c["fn"] for c in calls}
+        # a hard ceiling, so that a child faking progress forever still ends
+        ceiling = started + limits.import_time_limit + limits.time_limit * (len(functions) + 2)
+        poll = min(0.05, limits.time_limit / 10)
+        seen_sequence = -1
+        call_deadline = started + limits.import_time_limit
+        in_import = True
+        while True:
+            now = time.monotonic()
+            sequence, _ = PROGRESS.unpack_from(self.progress, 0)
+            if sequence != seen_sequence:
+                seen_sequence = sequence
+                if sequence > 0:
+                    call_deadline = now + limits.time_limit
+            if now >= min(call_deadline, ceiling):
+                current = self.current_function(calls)
+                if in_import:
+                    text = f"did not finish importing within {limits.import_time_limit:g} s"
+                    return self.fail_import(pending, {"type": "timeout", "message": text}), None
+                text = f"did not return within {limits.time_limit:g} s"
+                return ChildOutcome({"type": "timeout", "message": text}, current), None
+            try:
+                message = reader.read(min(now + poll, call_deadline, ceiling))
+            except TimeoutError:
+                continue
+            except ProtocolError as error:
+                failure = {"type": "protocol", "message": f"sent a malformed result ({error})"}
+                return ChildOutcome(failure, self.current_function(calls)), None
+            if message is None:
+                current = self.current_function(calls)
+                reaped = _reap(pid)
+                failure = _describe_exit(reaped, limits)
+                if in_import:
+                    return self.fail_import(pending, failure), reaped
+                return ChildOutcome(failure if pending else None, current), reaped
+            op = message.header.get("op")
+            if op == "imported":
+                in_import = False
+            elif op == "import_error" and in_import:
+                return self.fail_import(pending, _clean_error(message.header.get("error"))), None
+            elif op == "results" and not in_import:
+                clean = _clean_results(message.header.get("results"), message.arrays, calls, pending)
+                if clean is None:
+                    failure = {"type": "protocol", "message": "sent a malformed result"}
+                    return ChildOutcome(failure, self.current_function(calls)), None
+                for result in clean:
+                    pending.discard(result["call"])
+                self.send({"op": "results", "results": clean}, message.arrays)
+            else:
+                failure = {"type": "protocol", "message": "sent an unexpected message"}
+                return ChildOutcome(failure, self.current_function(calls)), None
+
+    def current_function(self, calls: list[dict[str, Any]]) -> str | None:
+        """The function the child is running now, as it last marked in the shared progress page."""
+        _, index = PROGRESS.unpack_from(self.progress, 0)
+        return calls[index]["fn"] if 0 <= index < len(calls) else None
+
+    def fail_import(self, pending: set[int], failure: dict[str, Any]) -> ChildOutcome:
+        self.send({"op": "import_error", "error": failure})
+        for index in sorted(pending):
+            self.send_error(index, {**failure, "import": True})
+        pending.clear()
+        return ChildOutcome(failure, None, import_failed=True)
+
+
+def _lost() -> dict[str, Any]:
+    return {"type": "lost", "message": "the process ended before this call ran"}
+
+
+def _clean_error(error: Any) -> dict[str, Any]:
+    if not isinstance(error, dict):
+        return {"type": "protocol", "message": "malformed error"}
+    line = error.get("line")
+    return {
+        "type": str(error.get("type", "error"))[:80],
+        "message": str(error.get("message", ""))[:400],
+        "line": line if isinstance(line, int) and not isinstance(line, bool) else None,
+    }
+
+
+def _clean_results(
+    headers: Any, arrays: list[np.ndarray], calls: list[dict[str, Any]], pending: set[int]
+) -> list[dict[str, Any]] | None:
+    """Rebuild result headers from the fields the trusted side understands, or None if malformed."""
+    if not isinstance(headers, list):
+        return None
+    clean = []
+    seen: set[int] = set()
+    for header in headers:
+        result = _clean_result(header, pending - seen) if isinstance(header, dict) else None
+        if result is None:
+            return None
+        seen.add(result["call"])
+        clean.append(result)
+    expected_arrays = sum(v["kind"] == "array" for r in clean for v in r.get("values", []))
+    if expected_arrays != len(arrays) or any(a.dtype != np.float64 for a in arrays):
+        return None
+    return clean
+
+
+def _clean_result(header: dict[str, Any], pending: set[int]) -> dict[str, Any] | None:
+    index = header.get("call")
+    if not isinstance(index, int) or isinstance(index, bool) or index not in pending:
+        return None
+    status = header.get("status")
+    if status == "error":
+        return {"call": index, "status": "error", "error": _clean_error(header.get("error"))}
+    if status != "ok":
+        return None
+    values = header.get("values")
+    if not isinstance(values, list) or len(values) > 16:
+        return None
+    clean_values = []
+    for value in values:
+        if not isinstance(value, dict) or value.get("kind") not in ("array", "none", "invalid"):
+            return None
+        clean_values.append({"kind": value["kind"], "message": str(value.get("message", ""))[:300]})
+    mutated = header.get("mutated", [])
+    if not isinstance(mutated, list) or not all(isinstance(m, int) for m in mutated):
+        mutated = []
+    return {
+        "call": index,
+        "status": "ok",
+        "values": clean_values,
+        "mutated": mutated[:16],
+        "fallback": bool(header.get("fallback", False)),
+    }
+
+
+def _reap(pid: int) -> tuple[int, Any] | None:
+    try:
+        _, status, usage = os.wait4(pid, 0)
+        return status, usage
+    except ChildProcessError:
+        return None
+
+
+def _describe_exit(reaped: tuple[int, Any] | None, limits: Limits) -> dict[str, Any]:
+    if reaped is None:
+        return _lost()
+    status, usage = reaped
+    code = os.waitstatus_to_exitcode(status)
+    signum = -code if code < 0 else 0
+    cpu = usage.ru_utime + usage.ru_stime if usage is not None else 0.0
+    if signum == signal.SIGKILL and cpu >= limits.cpu_limit - 0.5:
+        return {"type": "cpu", "message": f"used more than the CPU time limit of {limits.cpu_limit} s"}
+    if signum == signal.SIGXCPU:
+        return {"type": "cpu", "message": f"used more than the CPU time limit of {limits.cpu_limit} s"}
+    if signum == signal.SIGXFSZ:
+        return {"type": "file_size", "message": f"wrote a file larger than {limits.max_file_bytes} bytes"}
+    if signum == signal.SIGKILL:
+        return {"type": "killed", "message": f"was killed (SIGKILL), most likely by the memory limit of {limits.memory_limit_mb} MB"}
+    if signum:
+        text = SIGNAL_NAMES.get(signum, f"was killed by signal {signum}")  # type: ignore[call-overload]
+        return {"type": "crash", "message": text}
+    return {"type": "exit", "message": f"ended the process (exit status {code}) instead of returning"}
+
+
+def _kill_and_reap(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def main() -> None:
+    # The control channel moves off 0/1 so a stray print in this process cannot corrupt it.
+    control_in = os.dup(0)
+    control_out = os.dup(1)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.close(null)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    reader = MessageReader(control_in, max_array_bytes=1 << 30)
+    config = reader.read()
+    if config is None:
+        return
+    Zygote(control_in, control_out, config.header).serve(reader)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""Shared fixtures: one sandboxed grader for the whole session (starting zygotes costs ~0.2 s)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from grader.engine.assignment import Assignment, load_assignment
+from grader.engine.grading import Grader
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "submissions" / "examples"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
+@pytest.fixture(scope="session")
+def assignment() -> Assignment:
+    return load_assignment()
+
+
+@pytest.fixture(scope="session")
+def grader(assignment: Assignment) -> Iterator[Grader]:
+    with Grader(assignment) as session_grader:
+        yield session_grader
+
+
+@pytest.fixture(scope="session")
+def expected_examples() -> dict[str, dict[str, object]]:
+    return json.loads((EXAMPLES / "expected.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def correct_source() -> bytes:
+    return (EXAMPLES / "correct.py").read_bytes()
