@@ -19,7 +19,7 @@ class UserError(click.ClickException):
     exit_code = 2
 
 
-def _load_assignment(path: Path | None):  # noqa: ANN202 - keeps engine imports lazy for fast --help
+def _load_assignment(path: Path | None):
     from grader.engine.assignment import AssignmentError, load_assignment
 
     try:
@@ -28,7 +28,7 @@ def _load_assignment(path: Path | None):  # noqa: ANN202 - keeps engine imports 
         raise UserError(str(error)) from error
 
 
-def _make_grader(assignment_dir: Path | None, workers: int | None, insecure: bool):  # noqa: ANN202
+def _make_grader(assignment_dir: Path | None, workers: int | None, insecure: bool):
     from grader.engine.grading import Grader
     from grader.sandbox.isolation import SandboxUnavailable
 
@@ -102,3 +102,7 @@ def doctor() -> None:
         if not pool.layers.get("no_network"):
             click.echo("The minimum isolation is missing: grading refuses to run without --insecure-no-sandbox.")
             sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import grader
@@ -134,7 +133,9 @@ class Grader:
                 score=0.0,
                 max_score=sum(c.points for c in problem.checks),
                 checks=[
-                    CheckResult(name=c.name, score=0.0, max_score=c.points, passed=False, message=f"not graded: {error}")
+                    CheckResult(
+                        name=c.name, score=0.0, max_score=c.points, passed=False, message=f"not graded: {error}"
+                    )
                     for c in problem.checks
                 ],
             )
@@ -174,8 +175,6 @@ class Grader:
         results: list[SubmissionReport | None] = [None] * len(sources)
         with ThreadPoolExecutor(max_workers=self.pool.size) as executor:
             futures = {executor.submit(self.grade, source, student): i for i, (student, source) in enumerate(sources)}
-            from concurrent.futures import as_completed
-
             for future in as_completed(futures):
                 report = future.result()
                 results[futures[future]] = report
@@ -193,6 +192,3 @@ class Grader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def with_limits(self, **changes: float) -> Limits:
-        return replace(self.limits, **changes)

@@ -12,6 +12,7 @@ class CheckResult(BaseModel):
     passed: bool
     message: str = ""
     hint: str = ""
+    measured: float | None = Field(default=None, description="gradient checks: the largest difference found")
 
 
 class ProblemResult(BaseModel):

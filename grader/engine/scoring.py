@@ -55,14 +55,18 @@ class Scorer:
         return problems
 
     def score_check(self, check: CheckSpec) -> CheckResult:
+        self.measured: float | None = None
         try:
             note = self.match(check) if check.kind == "match" else self.gradcheck(check)
         except CheckFailed as failure:
             return CheckResult(
                 name=check.name, score=0.0, max_score=check.points, passed=False,
-                message=failure.message, hint=failure.hint,
+                message=failure.message, hint=failure.hint, measured=self.measured,
             )
-        return CheckResult(name=check.name, score=check.points, max_score=check.points, passed=True, message=note)
+        return CheckResult(
+            name=check.name, score=check.points, max_score=check.points, passed=True, message=note,
+            measured=self.measured,
+        )
 
     # -- match --------------------------------------------------------------------------------------
 
@@ -141,6 +145,7 @@ class Scorer:
                     )
                 difference = float(np.max(np.abs(grad - numeric)))
                 worst = max(worst, difference)
+                self.measured = worst
                 if not difference < check.tolerance:
                     raise CheckFailed(
                         f"{grad_name} differs from the numeric gradient of your {forward.name} by up to "
@@ -184,10 +189,10 @@ class Scorer:
 
     def named_values(self, function: Function, result: CallResult) -> dict[str, Value]:
         names = [function.returns[i] for i in function.sent]
-        return dict(zip(names, result.values))
+        return dict(zip(names, result.values, strict=False))
 
     def as_array(self, function: Function, name: str, value: Value, check: CheckSpec, where: str) -> np.ndarray:
-        if value.kind == "none" or value.array is None and value.kind == "array":
+        if value.kind == "none" or (value.array is None and value.kind == "array"):
             raise CheckFailed(
                 f"{function.name} returned None for {name} ({where})",
                 check.hints.none or "Replace the starter's placeholder with your implementation.",

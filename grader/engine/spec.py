@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
-CaseValue = Union[np.ndarray, float, int]
+CaseValue = np.ndarray | float | int
 Case = dict[str, CaseValue]
 CaseGenerator = Callable[[np.random.Generator], list[Case]]
 
@@ -59,4 +59,4 @@ class Function:
     def named_returns(self, value: Any) -> dict[str, Any]:
         if self.bare:
             return {self.returns[0]: value}
-        return dict(zip(self.returns, value))
+        return dict(zip(self.returns, value, strict=True))

@@ -23,9 +23,8 @@ def submission_text(report: SubmissionReport, *, title: str | None = None) -> st
         )
         for check in problem.checks:
             mark = "PASS" if check.passed else "FAIL"
-            lines.append(
-                f"    [{mark}] {check.name} ".ljust(52, ".") + f" {fmt_points(check.score)} / {fmt_points(check.max_score)}"
-            )
+            points = f" {fmt_points(check.score)} / {fmt_points(check.max_score)}"
+            lines.append(f"    [{mark}] {check.name} ".ljust(52, ".") + points)
             if check.message and not (report.errors and check.message.startswith("not graded")):
                 lines.append(f"           {check.message}")
             if check.hint and not check.passed:

@@ -1,9 +1,9 @@
 """Homework 5's functions and the seeded input cases its checks run on.
 
-Shapes vary (N = 1, Dout = 1 and Din = Dout included). Gradient checks take one small case each (every
-element of every input is nudged four times: that is most of a run's cost), with small input scales and ReLU inputs kept at least 0.1 away from 0, so that a correct
-implementation passes the 1e-9 criterion with a wide margin and both `x > 0` and `x >= 0` masks are
-right.
+Shapes vary (N = 1, Dout = 1 and Din = Dout included). Gradient checks take one small case each
+(every element of every input is nudged four times: that is most of a run's cost), with small input
+scales and ReLU inputs kept at least 0.1 away from 0, so that a correct implementation passes the
+1e-9 criterion with a wide margin and both `x > 0` and `x >= 0` masks are right.
 """
 
 from __future__ import annotations

@@ -1,0 +1,200 @@
+"""Check semantics, fault isolation and the rubric as data, on submissions written by the tests."""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from grader.engine.assignment import Assignment, AssignmentError, load_assignment
+from grader.engine.grading import Grader
+from grader.engine.report import SubmissionReport
+from tests.conftest import EXAMPLES
+
+CORRECT = (EXAMPLES / "correct.py").read_text()
+
+
+def variant(old: str, new: str) -> bytes:
+    assert old in CORRECT
+    return CORRECT.replace(old, new).encode()
+
+
+def check(report: SubmissionReport, problem: int, name: str):
+    return next(c for c in report.problems[problem - 1].checks if c.name == name)
+
+
+def test_reference_passes_gradient_checks_with_tenfold_margin_over_50_seeds(assignment: Assignment, grader: Grader):
+    solution = (assignment.path / "solution.py").read_bytes()
+    for seed in range(50):
+        seeded = Grader(assignment, pool=grader.pool, seed=seed)
+        report = seeded.grade(solution)
+        assert report.score == report.max_score, (seed, report.summary())
+        for problem in report.problems:
+            gradient_check = next(c for c in problem.checks if c.name == "gradient check")
+            assert gradient_check.measured is not None
+            assert gradient_check.measured < 1e-9 / 10, (seed, problem.title, gradient_check.measured)
+
+
+def test_seed_changes_the_cases_but_not_the_score(assignment: Assignment, grader: Grader):
+    other = Grader(assignment, pool=grader.pool, seed=12345)
+    x_default = grader.plan.cases["fc"][0]["x"]
+    x_other = other.plan.cases["fc"][0]["x"]
+    assert x_default.shape == x_other.shape and not (x_default == x_other).all()
+    report = other.grade(CORRECT.encode())
+    assert report.score == 10 and report.seed == 12345
+
+
+def test_backward_is_graded_with_the_documented_cache_when_forward_raises(grader: Grader):
+    report = grader.grade(variant("    out = x.dot(w) + b\n", "    raise ValueError('not done')\n"))
+    assert check(report, 1, "forward").score == 0
+    assert "fc_forward raised ValueError: not done" in check(report, 1, "forward").message
+    for name in ("grad_x", "grad_w", "grad_b"):
+        assert check(report, 1, name).passed, check(report, 1, name).message
+    assert "documented cache" in check(report, 1, "grad_x").message
+    assert not check(report, 1, "gradient check").passed
+    assert report.problems[0].score == 1.5 and report.score == 8.5
+
+
+def test_backward_uses_the_students_own_cache(grader: Grader):
+    # a forward that caches (x, w) only, with a backward that unpacks two values, is consistent
+    source = variant("    cache = (x, w, b)\n    return out, cache", "    return out, (x, w)")
+    source = source.replace(b"    x, w, b = cache\n    grad_x", b"    x, w = cache\n    grad_x")
+    report = grader.grade(source)
+    assert report.problems[0].score == 3, report.problems[0]
+
+
+def test_a_forward_that_ignores_its_input_earns_no_gradient_check(grader: Grader):
+    source = textwrap.dedent(
+        """
+        import numpy as np
+
+        def l2_regularization(w, reg):
+            return 0.0, np.zeros_like(w)
+        """
+    ).encode()
+    report = grader.grade(source)
+    gradient_check = check(report, 4, "gradient check")
+    assert not gradient_check.passed
+    assert "ignores w" in gradient_check.message
+
+
+def test_wrong_shape_names_both_shapes_and_fails_every_check_using_it(grader: Grader):
+    report = grader.grade(variant("grad_w = x.T.dot(grad_out)", "grad_w = x.T.dot(grad_out).T"))
+    message = check(report, 1, "grad_w").message
+    assert "grad_w has shape (5, 4); expected (4, 5)" in message
+    assert not check(report, 1, "gradient check").passed
+    assert check(report, 1, "grad_x").passed and check(report, 1, "grad_b").passed
+
+
+def test_a_tuple_of_the_wrong_length_is_explained(grader: Grader):
+    report = grader.grade(variant("    return grad_x, grad_w, grad_b", "    return grad_x, grad_w"))
+    message = check(report, 1, "grad_x").message
+    assert "fc_backward must return a tuple (grad_x, grad_w, grad_b)" in message
+    assert "length 2" in message
+
+
+def test_a_missing_function_costs_only_its_checks(grader: Grader):
+    source = CORRECT.split("def l2_regularization")[0].encode()
+    report = grader.grade(source)
+    assert report.problems[3].score == 0
+    assert "defines no function l2_regularization" in check(report, 4, "loss").message
+    assert report.score == 8
+
+
+def test_losses_as_numpy_scalars_are_accepted(grader: Grader):
+    report = grader.grade(variant("loss = 0.5 * reg * np.sum(w * w)", "loss = np.float32(0.5 * reg * np.sum(w * w))"))
+    assert check(report, 4, "loss").passed
+
+
+def test_a_loss_shaped_like_an_array_fails_with_both_shapes(grader: Grader):
+    report = grader.grade(variant("loss = 0.5 * reg * np.sum(w * w)", "loss = np.array([0.5 * reg * np.sum(w * w)])"))
+    assert "loss has shape (1,); expected ()" in check(report, 4, "loss").message
+
+
+def test_hidden_inputs_are_not_printed(grader: Grader):
+    report = grader.grade(variant("out = x.dot(w) + b", "out = x.dot(w) - b"))
+    message = check(report, 1, "forward").message
+    assert "fc_forward(x (3, 4), w (4, 5), b (5,))" in message
+    assert "[" not in message  # shapes only, no array contents
+
+
+def test_debug_output_never_reaches_a_score(grader: Grader):
+    source = variant(
+        "def fc_forward(x, w, b):",
+        "print('{\"score\": 10, \"max_score\": 10}')\n\ndef fc_forward(x, w, b):\n    print('score: 10')",
+    )
+    source = source.replace(b"out = x.dot(w) + b", b"out = x.dot(w)")
+    report = grader.grade(source)
+    assert not check(report, 1, "forward").passed
+    assert report.score < 10
+
+
+@pytest.mark.parametrize(
+    "statement",
+    ["import torch", "from tensorflow import keras", "import jax.numpy as jnp", "__import__('keras')",
+     "importlib.import_module('torch.nn')"],
+)
+def test_forbidden_imports_anywhere_score_zero(grader: Grader, statement: str):
+    source = CORRECT + f"\n\ndef never_called():\n    import importlib\n    {statement}\n"
+    report = grader.grade(source.encode())
+    assert report.score == 0
+    assert report.policy_violation
+    assert "a library this assignment forbids" in report.errors[0]
+
+
+def test_forbidden_import_computed_at_run_time_is_refused_in_the_sandbox(grader: Grader):
+    source = variant("    grad_w = reg * w", "    __import__('to' + 'rch')\n    grad_w = reg * w")
+    report = grader.grade(source)
+    assert "not allowed" in check(report, 4, "loss").message
+    assert report.problems[3].score == 0 and report.score == 8
+
+
+def copy_assignment(tmp_path: Path) -> Path:
+    folder = tmp_path / "hw5"
+    shutil.copytree(Path(load_assignment().path), folder, ignore=shutil.ignore_patterns("__pycache__"))
+    return folder
+
+
+def test_a_rubric_file_changes_weights_adds_checks_and_policy_without_code(tmp_path: Path, grader: Grader):
+    folder = copy_assignment(tmp_path)
+    rubric = (folder / "rubric.toml").read_text()
+    rubric = rubric.replace('forbidden_action = "zero"', 'forbidden_action = "warn"')
+    rubric = rubric.replace('name = "forward"\npoints = 1\nkind = "match"\nfunction = "fc_forward"',
+                            'name = "forward"\npoints = 2\nkind = "match"\nfunction = "fc_forward"')
+    rubric += textwrap.dedent(
+        """
+        [[problem.check]]
+        name = "small weights"
+        points = 1
+        kind = "match"
+        function = "l2_regularization"
+        cases = "l2_gradcheck"
+        outputs = ["loss", "grad_w"]
+        """
+    )
+    (folder / "rubric.toml").write_text(rubric)
+    custom = Grader(load_assignment(folder), pool=grader.pool)
+    assert custom.assignment.rubric.max_score == 12
+    report = custom.grade((CORRECT + "\n\ndef unused():\n    import torch\n").encode())
+    assert report.score == 12 and report.max_score == 12
+    assert [p.max_score for p in report.problems] == [4, 2, 3, 3]
+    assert any("torch" in w for w in report.warnings)
+
+
+def test_a_broken_rubric_is_one_clear_sentence(tmp_path: Path):
+    folder = copy_assignment(tmp_path)
+    rubric = folder / "rubric.toml"
+    rubric.write_text(rubric.read_text().replace('cases = "fc"', 'cases = "nope"', 1))
+    with pytest.raises(AssignmentError, match="unknown case set 'nope'"):
+        load_assignment(folder)
+
+
+def test_grade_many_keeps_order_and_reports_progress(grader: Grader):
+    sources = [(f"s{i}", CORRECT.encode() if i % 2 == 0 else b"def broken(:\n") for i in range(6)]
+    seen: list[int] = []
+    reports = grader.grade_many(sources, progress=lambda done, total, report: seen.append(done))
+    assert [r.student for r in reports] == [s for s, _ in sources]
+    assert [r.score for r in reports] == [10, 0, 10, 0, 10, 0]
+    assert sorted(seen) == [1, 2, 3, 4, 5, 6]
