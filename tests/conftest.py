@@ -16,6 +16,14 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "submissions" / "examples"
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Expose each phase's report on the test item, so fixtures can act on failure (screenshots)."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 

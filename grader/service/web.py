@@ -1,0 +1,256 @@
+"""The TA's web page: server-rendered with Jinja2, a little JavaScript, every asset served here.
+
+Pages read the store directly and the browser's JavaScript talks to the JSON API for uploads and
+live progress. With tokens configured, every page first asks for one (kept in an HttpOnly cookie).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+import grader
+from grader.service.auth import COOKIE_NAME, presented_token, token_is_valid
+from grader.service.charts import problem_means, score_histogram
+from grader.store import repository
+from grader.store.models import Batch, Submission
+
+HERE = Path(__file__).parent
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+templates.env.filters["points"] = lambda value: f"{float(value):g}"
+router = APIRouter(include_in_schema=False)
+
+LINE_REFERENCE = re.compile(r"\(line (\d+)\)")
+STATE_TEXT = {
+    "queued": "waiting",
+    "running": "grading",
+    "graded": "graded",
+    "error": "grading failed",
+    "skipped": "nothing to grade",
+}
+
+
+class LoginRequired(Exception):
+    """Raised by a page when tokens are configured and the browser has not presented a valid one."""
+
+
+def page_access(request: Request) -> None:
+    tokens: list[str] = request.app.state.tokens
+    if tokens:
+        candidate = presented_token(request)
+        if candidate is None or not token_is_valid(candidate, tokens):
+            raise LoginRequired
+
+
+def render(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    grader_ = request.app.state.grader
+    layers = grader_.layers
+    context.update(
+        version=grader.__version__,
+        assignment_title=grader_.assignment.rubric.title,
+        layers_summary=", ".join(name for name, on in layers.items() if on) or "none",
+    )
+    return templates.TemplateResponse(request, template, context, status_code=status_code)
+
+
+def when(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC") if moment else ""
+
+
+@dataclass
+class StudentRow:
+    student: str
+    name: str | None
+    score: float | None
+    problem_scores: list[float | None]
+    status: str
+    status_text: str
+    submission_id: int | None
+    flags: list[str] = field(default_factory=list)
+
+
+def student_row(submission: Submission, problem_numbers: list[int]) -> StudentRow:
+    result = repository.current_result(submission)
+    report: dict[str, Any] = result.report if result is not None else {}
+    scores = {p["number"]: p["score"] for p in report.get("problems", [])}
+    flags = [f"{limit} limit" for limit in report.get("limits_hit", [])]
+    if report.get("policy_violation"):
+        flags.append("policy")
+    if report.get("errors") and not report.get("policy_violation"):
+        flags.append("error")
+    if submission.state == "error":
+        flags.append("grading failed")
+    if submission.late:
+        flags.append("late")
+    status_text = STATE_TEXT.get(submission.state, submission.state)
+    if submission.state == "skipped":
+        status_text = submission.detail or status_text
+    return StudentRow(
+        student=submission.student,
+        name=submission.name,
+        score=result.score if result is not None else None,
+        problem_scores=[scores.get(n) for n in problem_numbers] if result is not None else [None] * len(problem_numbers),
+        status=submission.state,
+        status_text=status_text,
+        submission_id=submission.id if submission.source_sha256 else None,
+        flags=flags,
+    )
+
+
+def results_context(request: Request, batch: Batch) -> dict[str, Any]:
+    rubric = request.app.state.grader.assignment.rubric
+    numbers = [p.number for p in rubric.problems]
+    rows = [student_row(s, numbers) for s in batch.submissions]
+    graded = [r for r in rows if r.score is not None]
+    columns = [
+        {"label": "Student", "numeric": False},
+        {"label": "Name", "numeric": False},
+        {"label": "Total", "numeric": True},
+        *({"label": f"P{n}", "numeric": True} for n in numbers),
+        {"label": "Status", "numeric": False},
+    ]
+    means = []
+    for index, problem in enumerate(rubric.problems):
+        values = [r.problem_scores[index] or 0.0 for r in graded]
+        top = sum(c.points for c in problem.checks)
+        means.append((f"P{problem.number}", sum(values) / len(values) if values else 0.0, top))
+    scores = [r.score for r in graded if r.score is not None]
+    return {
+        "rows": rows,
+        "columns": columns,
+        "graded_count": len(graded),
+        "flagged_count": sum(1 for r in rows if r.flags and r.flags != ["late"]),
+        "mean_score": sum(scores) / len(scores) if scores else 0.0,
+        "max_score": rubric.max_score,
+        "histogram_svg": score_histogram(scores, rubric.max_score) if scores else "",
+        "means_svg": problem_means(means) if scores else "",
+    }
+
+
+def batch_summary(batch: Batch, progress: repository.Progress) -> dict[str, Any]:
+    return {
+        "id": batch.id,
+        "filename": batch.filename,
+        "layout": batch.layout,
+        "created_at": batch.created_at.isoformat() if batch.created_at else "",
+        "created_at_text": when(batch.created_at),
+        "status": progress.status,
+        "done": progress.done,
+        "total": progress.total,
+        "warnings": batch.warnings or [],
+        "error": batch.error,
+    }
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_page(request: Request) -> Response:
+    if not request.app.state.tokens:
+        return RedirectResponse("/", status_code=303)
+    return render(request, "login.html")
+
+
+@router.post("/login", response_class=HTMLResponse)
+def login(request: Request, token: str = Form(...)) -> Response:
+    """Check the token once and keep it in an HttpOnly cookie that the API also accepts."""
+    tokens: list[str] = request.app.state.tokens
+    if tokens and not token_is_valid(token, tokens):
+        return render(request, "login.html", status_code=401, error="That token is not valid.")
+    response = RedirectResponse("/", status_code=303)
+    if tokens:
+        response.set_cookie(
+            COOKIE_NAME, token, httponly=True, samesite="strict", secure=request.url.scheme == "https"
+        )
+    return response
+
+
+@router.get("/", response_class=HTMLResponse)
+def home(request: Request) -> Response:
+    page_access(request)
+    with request.app.state.database.session() as session:
+        batches = repository.list_batches(session, limit=100, offset=0)
+        progress = repository.progress(session, [b.id for b in batches])
+        summaries = [batch_summary(b, progress[b.id]) for b in batches]
+    return render(request, "home.html", batches=summaries)
+
+
+def load_batch(request: Request, batch_id: int) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    with request.app.state.database.session() as session:
+        batch = repository.get_batch(session, batch_id)
+        if batch is None:
+            return None
+        progress = repository.progress(session, [batch.id])[batch.id]
+        return batch_summary(batch, progress), results_context(request, batch)
+
+
+def not_found(request: Request, what: str) -> HTMLResponse:
+    return render(request, "not_found.html", status_code=404, what=what)
+
+
+@router.get("/batches/{batch_id}", response_class=HTMLResponse)
+def batch_page(request: Request, batch_id: int) -> Response:
+    page_access(request)
+    loaded = load_batch(request, batch_id)
+    if loaded is None:
+        return not_found(request, f"batch {batch_id}")
+    summary, results = loaded
+    return render(request, "batch.html", batch=summary, **results)
+
+
+@router.get("/batches/{batch_id}/results", response_class=HTMLResponse)
+def batch_results(request: Request, batch_id: int) -> Response:
+    """The changing part of a batch page, fetched again by the page while the batch grades."""
+    page_access(request)
+    loaded = load_batch(request, batch_id)
+    if loaded is None:
+        return not_found(request, f"batch {batch_id}")
+    return render(request, "batch_results.html", **loaded[1])
+
+
+@router.get("/submissions/{submission_id}", response_class=HTMLResponse)
+def submission_page(request: Request, submission_id: int) -> Response:
+    page_access(request)
+    with request.app.state.database.session() as session:
+        submission = repository.get_submission(session, submission_id)
+        if submission is None:
+            return not_found(request, f"submission {submission_id}")
+        result = repository.current_result(submission)
+        source = repository.get_source(session, submission)
+        sub = {
+            "student": submission.student,
+            "name": submission.name,
+            "batch_id": submission.batch_id,
+            "sha256": submission.source_sha256 or "",
+            "state": submission.state,
+        }
+    report = result.report if result is not None else None
+    try:
+        lines = source.decode("utf-8-sig").splitlines() if source is not None else []
+    except UnicodeDecodeError:
+        lines = []
+    marked = set()
+    if report is not None:
+        texts = report.get("errors", []) + [c["message"] for p in report["problems"] for c in p["checks"]]
+        marked = {int(n) for text in texts for n in LINE_REFERENCE.findall(text)}
+    if report is None:
+        return render(request, "pending.html", sub=sub, source_lines=lines)
+    return render(request, "submission.html", sub=sub, report=report, source_lines=lines, marked_lines=marked)
+
+
+def install_web(app: Any) -> None:
+    """Mount the pages, their static assets and the login redirect on the service's app."""
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    app.include_router(router)
+
+    async def to_login(request: Request, exc: Exception) -> Response:
+        return RedirectResponse("/login", status_code=303)
+
+    app.add_exception_handler(LoginRequired, to_login)

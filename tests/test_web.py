@@ -1,0 +1,191 @@
+"""The TA's page in a real browser: upload a class, watch it grade, open a student, download the CSV.
+
+Runs headless Debian chromium through Playwright against a live `grader serve` on loopback.
+A screenshot of the page is saved under test-artifacts/ when a test fails.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import EXAMPLES, ROOT
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = ROOT / "test-artifacts"
+ASSIGNMENT = "Homework 5"
+
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists() and os.environ.get("CI") != "true",
+    reason="Debian's chromium is not installed (apt-get install chromium); CI installs it",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class LiveServer:
+    def __init__(self, data_dir: Path, tokens: str = "") -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "GRADER_DATA_DIR": str(data_dir), "GRADER_API_TOKENS": tokens}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "grader.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.2)
+            if self.process.poll() is not None:
+                raise RuntimeError(f"grader serve exited: {self.process.stderr.read().decode()[-2000:]}")
+        raise RuntimeError("grader serve did not become healthy in 60 s")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def blackboard_zip(path: Path) -> dict[str, float]:
+    """A Blackboard "Download Assignment" zip of four students; returns each username's expected total."""
+    students = {
+        "alice": ("correct.py", 10.0),
+        "bob": ("grad_b_keepdims.py", 9.0),
+        "carol": ("typo_arange.py", 7.0),
+        "dave": ("starter.py", 0.0),
+    }
+    with zipfile.ZipFile(path, "w") as archive:
+        for username, (example, _) in students.items():
+            stamp = "2026-11-20-23-59-01"
+            prefix = f"{ASSIGNMENT}_{username}_attempt_{stamp}"
+            archive.writestr(f"{prefix}_layers.py", (EXAMPLES / example).read_bytes())
+            archive.writestr(
+                f"{prefix}.txt",
+                f"Name: {username.title()} Student ({username})\nAssignment: {ASSIGNMENT}\n"
+                f"Date Submitted: Friday, November 20, 2026 11:59:01 PM CST\nCurrent Grade: Needs Grading\n\n"
+                f"Submission Field:\nThere is no student submission text data for this assignment.\n\n"
+                f"Comments:\nThere are no student comments for this assignment.\n\n"
+                f"Files:\n\tOriginal filename: layers.py\n\tFilename: {prefix}_layers.py\n",
+            )
+    return {username: total for username, (_, total) in students.items()}
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
+        )
+        yield launched
+        launched.close()
+
+
+@pytest.fixture()
+def page(browser, request: pytest.FixtureRequest) -> Iterator[object]:  # noqa: ANN001
+    context = browser.new_context(accept_downloads=True)
+    page = context.new_page()
+    yield page
+    failed = getattr(request.node, "rep_call", None)
+    if failed is not None and failed.failed:
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
+    context.close()
+
+
+@pytest.fixture()
+def server(tmp_path: Path) -> Iterator[LiveServer]:
+    live = LiveServer(tmp_path / "data")
+    yield live
+    live.stop()
+
+
+def test_upload_a_blackboard_class_and_review_it(page, server: LiveServer, tmp_path: Path) -> None:  # noqa: ANN001
+    expected = blackboard_zip(tmp_path / "gradebook_hw5.zip")
+    page.goto(server.url + "/")
+    assert page.get_by_role("heading", name="Grade submissions").is_visible()
+    page.set_input_files("#file-input", str(tmp_path / "gradebook_hw5.zip"))
+    page.wait_for_url("**/batches/*", timeout=30_000)
+    page.wait_for_function("document.getElementById('batch-status').textContent.trim() === 'done'", timeout=60_000)
+    page.wait_for_selector("#students tbody tr >> nth=3")
+    assert "4 of 4 graded" in page.inner_text("#progress-text")
+    assert "blackboard" in page.inner_text(".meta").lower()
+
+    rows = page.locator("#students tbody tr")
+    totals = {rows.nth(i).locator("td").nth(0).inner_text().strip(): float(rows.nth(i).locator("td").nth(2).inner_text())
+              for i in range(rows.count())}
+    assert totals == expected
+    assert page.locator("svg.chart").count() == 2
+
+    # sorting by total, descending, puts alice first
+    total_header = page.locator("#students th button", has_text="Total")
+    total_header.click()
+    total_header.click()
+    assert page.locator("#students tbody tr").first.locator("td").first.inner_text().strip() == "alice"
+
+    with page.expect_download() as download_info:
+        page.get_by_role("link", name="Grades (CSV)").click()
+    csv_text = Path(download_info.value.path()).read_text()
+    rows_by_key = {row[0]: row for row in csv.reader(io.StringIO(csv_text))}
+    for username, total in expected.items():
+        assert float(rows_by_key[username][2]) == total
+
+    page.get_by_role("link", name="carol").click()
+    page.wait_for_url("**/submissions/*")
+    assert page.get_by_role("heading", name="Problem 3: Softmax loss").is_visible()
+    assert "AttributeError" in page.inner_text("main")
+    assert page.locator("ol.source li").count() > 30
+    assert page.locator("ol.source li.marked").count() >= 1
+
+    page.goto(server.url + "/")
+    assert page.get_by_role("link", name="gradebook_hw5.zip").is_visible()
+
+
+def test_with_a_token_the_page_asks_for_it_first(page, tmp_path: Path) -> None:  # noqa: ANN001
+    live = LiveServer(tmp_path / "data", tokens="s3cret-token")
+    try:
+        page.goto(live.url + "/")
+        assert page.get_by_role("heading", name="Sign in").is_visible()
+        assert "Past batches" not in page.inner_text("body")
+        page.fill("#token", "wrong")
+        page.click("button[type=submit]")
+        assert page.get_by_role("alert").is_visible()
+        page.fill("#token", "s3cret-token")
+        page.click("button[type=submit]")
+        page.wait_for_url(live.url + "/")
+        assert page.get_by_role("heading", name="Past batches").is_visible()
+    finally:
+        live.stop()
+
+
+def test_the_page_loads_nothing_from_other_hosts(page, server: LiveServer) -> None:  # noqa: ANN001
+    hosts = set()
+    page.on("request", lambda request: hosts.add(request.url.split("/")[2]))
+    page.goto(server.url + "/")
+    page.goto(server.url + "/docs")
+    page.wait_for_load_state("networkidle")
+    assert hosts == {f"127.0.0.1:{server.port}"}
