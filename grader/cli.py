@@ -102,3 +102,26 @@ def doctor() -> None:
         if not pool.layers.get("no_network"):
             click.echo("The minimum isolation is missing: grading refuses to run without --insecure-no-sandbox.")
             sys.exit(1)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="TCP port.")
+def serve(host: str, port: int) -> None:
+    """Run the HTTP API (see /docs); listens on loopback unless GRADER_API_TOKENS is set."""
+    from grader.service.server import StartError, UnsafeBind, check_bind
+    from grader.service.server import serve as run_server
+
+    settings = get_settings()
+    try:
+        check_bind(host, settings)
+    except UnsafeBind as error:
+        raise UserError(str(error)) from error
+    try:
+        run_server(host, port, settings)
+    except StartError as error:
+        raise click.ClickException(str(error)) from error
+
+
+if __name__ == "__main__":
+    main()
