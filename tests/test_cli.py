@@ -23,7 +23,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 def test_one_file_as_json_is_one_object() -> None:
     result = CliRunner().invoke(main, ["grade", str(EXAMPLES / "grad_b_keepdims.py"), "--format", "json"])
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     assert report["score"] == 9 and report["max_score"] == 10
     assert [p["number"] for p in report["problems"]] == [1, 2, 3, 4]
     check = report["problems"][0]["checks"][3]
@@ -37,7 +37,7 @@ def test_several_files_as_json_list_each_student() -> None:
     files = [str(EXAMPLES / n) for n in ("correct.py", "starter.py", "typo_arange.py")]
     result = CliRunner().invoke(main, ["grade", *files, "--format", "json"])
     assert result.exit_code == 0, result.output
-    submissions = json.loads(result.output)["submissions"]
+    submissions = json.loads(result.stdout)["submissions"]
     assert [(s["student"], s["score"]) for s in submissions] == [("correct", 10), ("starter", 0), ("typo_arange", 7)]
 
 
@@ -74,7 +74,7 @@ def test_binary_file_scores_zero_with_a_reason(tmp_path: Path) -> None:
     binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe")
     result = CliRunner().invoke(main, ["grade", str(binary), "--format", "json"])
     assert result.exit_code == 0
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     assert report["score"] == 0
     assert "not UTF-8" in report["errors"][0] or "NUL" in report["errors"][0]
 
