@@ -69,12 +69,13 @@ class LiveServer:
 
 
 def blackboard_zip(path: Path) -> dict[str, float]:
-    """A Blackboard "Download Assignment" zip of four students; returns each username's expected total."""
+    """A Blackboard "Download Assignment" zip of five students; returns each username's expected total."""
     students = {
         "alice": ("correct.py", 10.0),
         "bob": ("grad_b_keepdims.py", 9.0),
         "carol": ("typo_arange.py", 7.0),
         "dave": ("starter.py", 0.0),
+        "erin": ("memory_blowup_in_l2.py", 8.0),
     }
     with zipfile.ZipFile(path, "w") as archive:
         for username, (example, _) in students.items():
@@ -106,7 +107,7 @@ def browser() -> Iterator[object]:
 
 
 @pytest.fixture()
-def page(browser, request: pytest.FixtureRequest) -> Iterator[object]:  # noqa: ANN001
+def page(browser, request: pytest.FixtureRequest) -> Iterator[object]:
     context = browser.new_context(accept_downloads=True)
     page = context.new_page()
     yield page
@@ -124,22 +125,24 @@ def server(tmp_path: Path) -> Iterator[LiveServer]:
     live.stop()
 
 
-def test_upload_a_blackboard_class_and_review_it(page, server: LiveServer, tmp_path: Path) -> None:  # noqa: ANN001
+def test_upload_a_blackboard_class_and_review_it(page, server: LiveServer, tmp_path: Path) -> None:
     expected = blackboard_zip(tmp_path / "gradebook_hw5.zip")
     page.goto(server.url + "/")
     assert page.get_by_role("heading", name="Grade submissions").is_visible()
     page.set_input_files("#file-input", str(tmp_path / "gradebook_hw5.zip"))
     page.wait_for_url("**/batches/*", timeout=30_000)
     page.wait_for_function("document.getElementById('batch-status').textContent.trim() === 'done'", timeout=60_000)
-    page.wait_for_selector("#students tbody tr >> nth=3")
-    assert "4 of 4 graded" in page.inner_text("#progress-text")
+    page.wait_for_selector("#students tbody tr >> nth=4")
+    assert "5 of 5 graded" in page.inner_text("#progress-text")
     assert "blackboard" in page.inner_text(".meta").lower()
 
     rows = page.locator("#students tbody tr")
-    totals = {rows.nth(i).locator("td").nth(0).inner_text().strip(): float(rows.nth(i).locator("td").nth(2).inner_text())
-              for i in range(rows.count())}
+    cells = [rows.nth(i).locator("td") for i in range(rows.count())]
+    totals = {row.nth(0).inner_text().strip(): float(row.nth(2).inner_text()) for row in cells}
     assert totals == expected
     assert page.locator("svg.chart").count() == 2
+    flagged = page.locator("#students tbody tr.flagged")
+    assert flagged.count() == 1 and "erin" in flagged.inner_text() and "memory limit" in flagged.inner_text()
 
     # sorting by total, descending, puts alice first
     total_header = page.locator("#students th button", has_text="Total")
@@ -165,7 +168,7 @@ def test_upload_a_blackboard_class_and_review_it(page, server: LiveServer, tmp_p
     assert page.get_by_role("link", name="gradebook_hw5.zip").is_visible()
 
 
-def test_with_a_token_the_page_asks_for_it_first(page, tmp_path: Path) -> None:  # noqa: ANN001
+def test_with_a_token_the_page_asks_for_it_first(page, tmp_path: Path) -> None:
     live = LiveServer(tmp_path / "data", tokens="s3cret-token")
     try:
         page.goto(live.url + "/")
@@ -182,7 +185,7 @@ def test_with_a_token_the_page_asks_for_it_first(page, tmp_path: Path) -> None: 
         live.stop()
 
 
-def test_the_page_loads_nothing_from_other_hosts(page, server: LiveServer) -> None:  # noqa: ANN001
+def test_the_page_loads_nothing_from_other_hosts(page, server: LiveServer) -> None:
     hosts = set()
     page.on("request", lambda request: hosts.add(request.url.split("/")[2]))
     page.goto(server.url + "/")

@@ -109,6 +109,8 @@ def login(
     """Exchange a valid token for the `grader_token` cookie (HttpOnly, SameSite=Strict) for the web page."""
     tokens: list[str] = request.app.state.tokens
     if tokens and not token_is_valid(token, tokens):
+        if "text/html" in request.headers.get("accept", ""):
+            return RedirectResponse("/login?error=invalid", status_code=303)  # the page's form, shown again
         raise ProblemError(401, "The API token is not valid.", kind="unauthorized")
     response = RedirectResponse(_local_path(next_url), status_code=303)
     if tokens:

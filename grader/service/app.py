@@ -16,11 +16,13 @@ from fastapi.staticfiles import StaticFiles
 
 import grader
 from grader.engine.grading import Grader
+from grader.service import downloads  # noqa: F401 - registers the batch download routes on `api`
 from grader.service.api import api, public
 from grader.service.context import QueueFactory, ServiceContext, in_process_queue
 from grader.service.metrics import MetricsMiddleware
 from grader.service.problems import install_problem_handlers
 from grader.service.uploads import UploadLimitMiddleware
+from grader.service.web import install_web
 from grader.settings import Settings, get_settings
 
 DOCS_ASSETS = Path(fastapi_offline.__file__).parent / "static"
@@ -70,6 +72,7 @@ def create_app(
     install_problem_handlers(app)
     app.include_router(public)
     app.include_router(api)
+    install_web(app)
     _install_offline_docs(app)
     max_bytes = int(settings.max_upload_mb * 1024 * 1024)
     app.add_middleware(UploadLimitMiddleware, max_bytes=max_bytes, limit_mb=settings.max_upload_mb)

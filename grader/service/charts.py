@@ -25,7 +25,9 @@ def score_histogram(scores: Sequence[float], max_score: float, *, bins: int = 10
         [c / tops for c in counts],
         labels,
         shown=[str(c) if c else "" for c in counts],
-        tooltips=[f"{c} scored {max_score * i / bins:g} to {max_score * (i + 1) / bins:g}" for i, c in enumerate(counts)],
+        tooltips=[
+            f"{count} scored {max_score * i / bins:g} to {max_score * (i + 1) / bins:g}" for i, count in enumerate(counts)
+        ],
         title=f"Score distribution of {len(scores)} graded submissions",
         axis_label=str(tops),
     )

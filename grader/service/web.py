@@ -12,13 +12,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 import grader
-from grader.service.auth import COOKIE_NAME, presented_token, token_is_valid
+from grader.service.auth import presented_token, token_is_valid
 from grader.service.charts import problem_means, score_histogram
+from grader.service.context import ServiceContext
+from grader.service.downloads import similarity_report
 from grader.store import repository
 from grader.store.models import Batch, Submission
 
@@ -49,8 +51,13 @@ def page_access(request: Request) -> None:
             raise LoginRequired
 
 
+def service(request: Request) -> ServiceContext:
+    context: ServiceContext = request.app.state.service
+    return context
+
+
 def render(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
-    grader_ = request.app.state.grader
+    grader_ = service(request).grader
     layers = grader_.layers
     context.update(
         version=grader.__version__,
@@ -96,7 +103,7 @@ def student_row(submission: Submission, problem_numbers: list[int]) -> StudentRo
         student=submission.student,
         name=submission.name,
         score=result.score if result is not None else None,
-        problem_scores=[scores.get(n) for n in problem_numbers] if result is not None else [None] * len(problem_numbers),
+        problem_scores=[scores.get(n) if result is not None else None for n in problem_numbers],
         status=submission.state,
         status_text=status_text,
         submission_id=submission.id if submission.source_sha256 else None,
@@ -105,7 +112,7 @@ def student_row(submission: Submission, problem_numbers: list[int]) -> StudentRo
 
 
 def results_context(request: Request, batch: Batch) -> dict[str, Any]:
-    rubric = request.app.state.grader.assignment.rubric
+    rubric = service(request).grader.assignment.rubric
     numbers = [p.number for p in rubric.problems]
     rows = [student_row(s, numbers) for s in batch.submissions]
     graded = [r for r in rows if r.score is not None]
@@ -150,30 +157,18 @@ def batch_summary(batch: Batch, progress: repository.Progress) -> dict[str, Any]
 
 
 @router.get("/login", response_class=HTMLResponse)
-def login_page(request: Request) -> Response:
+def login_page(request: Request, error: str | None = None) -> Response:
+    """The sign-in form; it posts to the service's `POST /login`, which sets the cookie."""
     if not request.app.state.tokens:
         return RedirectResponse("/", status_code=303)
-    return render(request, "login.html")
-
-
-@router.post("/login", response_class=HTMLResponse)
-def login(request: Request, token: str = Form(...)) -> Response:
-    """Check the token once and keep it in an HttpOnly cookie that the API also accepts."""
-    tokens: list[str] = request.app.state.tokens
-    if tokens and not token_is_valid(token, tokens):
-        return render(request, "login.html", status_code=401, error="That token is not valid.")
-    response = RedirectResponse("/", status_code=303)
-    if tokens:
-        response.set_cookie(
-            COOKIE_NAME, token, httponly=True, samesite="strict", secure=request.url.scheme == "https"
-        )
-    return response
+    message = "That token is not valid." if error else None
+    return render(request, "login.html", status_code=401 if error else 200, error=message)
 
 
 @router.get("/", response_class=HTMLResponse)
 def home(request: Request) -> Response:
     page_access(request)
-    with request.app.state.database.session() as session:
+    with service(request).database.session() as session:
         batches = repository.list_batches(session, limit=100, offset=0)
         progress = repository.progress(session, [b.id for b in batches])
         summaries = [batch_summary(b, progress[b.id]) for b in batches]
@@ -181,7 +176,7 @@ def home(request: Request) -> Response:
 
 
 def load_batch(request: Request, batch_id: int) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    with request.app.state.database.session() as session:
+    with service(request).database.session() as session:
         batch = repository.get_batch(session, batch_id)
         if batch is None:
             return None
@@ -216,7 +211,7 @@ def batch_results(request: Request, batch_id: int) -> Response:
 @router.get("/submissions/{submission_id}", response_class=HTMLResponse)
 def submission_page(request: Request, submission_id: int) -> Response:
     page_access(request)
-    with request.app.state.database.session() as session:
+    with service(request).database.session() as session:
         submission = repository.get_submission(session, submission_id)
         if submission is None:
             return not_found(request, f"submission {submission_id}")
@@ -239,8 +234,30 @@ def submission_page(request: Request, submission_id: int) -> Response:
         texts = report.get("errors", []) + [c["message"] for p in report["problems"] for c in p["checks"]]
         marked = {int(n) for text in texts for n in LINE_REFERENCE.findall(text)}
     if report is None:
-        return render(request, "pending.html", sub=sub, source_lines=lines)
+        return render(request, "pending.html", sub=sub)
     return render(request, "submission.html", sub=sub, report=report, source_lines=lines, marked_lines=marked)
+
+
+@router.get("/batches/{batch_id}/similarity", response_class=HTMLResponse)
+def similarity_page(request: Request, batch_id: int) -> Response:
+    page_access(request)
+    loaded = load_batch(request, batch_id)
+    if loaded is None:
+        return not_found(request, f"batch {batch_id}")
+    _, report = similarity_report(service(request), batch_id)
+    pairs = [
+        {
+            "first": pair["a"],
+            "second": pair["b"],
+            "score": pair["similarity"],
+            "regions": "; ".join(
+                f"lines {r['a_lines'][0]}-{r['a_lines'][1]} ~ {r['b_lines'][0]}-{r['b_lines'][1]}"
+                for r in pair["regions"]
+            ),
+        }
+        for pair in report["pairs"]
+    ]
+    return render(request, "similarity.html", batch=loaded[0], pairs=pairs, report=report)
 
 
 def install_web(app: Any) -> None:
