@@ -19,15 +19,14 @@ def score_histogram(scores: Sequence[float], max_score: float, *, bins: int = 10
     for score in scores:
         index = int(score / max_score * bins) if max_score > 0 else 0
         counts[min(max(index, 0), bins - 1)] += 1
-    labels = [f"{max_score * i / bins:g}" for i in range(bins)]
+    edges = [max_score * i / bins for i in range(bins + 1)]
+    labels = [f"{edge:g}" for edge in edges[:-1]]
     tops = max(counts) or 1
     return _bar_chart(
         [c / tops for c in counts],
         labels,
         shown=[str(c) if c else "" for c in counts],
-        tooltips=[
-            f"{count} scored {max_score * i / bins:g} to {max_score * (i + 1) / bins:g}" for i, count in enumerate(counts)
-        ],
+        tooltips=[f"{count} scored {edges[i]:g} to {edges[i + 1]:g}" for i, count in enumerate(counts)],
         title=f"Score distribution of {len(scores)} graded submissions",
         axis_label=str(tops),
     )
