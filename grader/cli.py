@@ -282,3 +282,7 @@ def doctor() -> None:
         if not pool.layers.get("no_network"):
             click.echo("The minimum isolation is missing: grading refuses to run without --insecure-no-sandbox.")
             sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
