@@ -83,7 +83,7 @@ def test_symbolic_links_in_a_folder_are_never_followed(tmp_path: Path) -> None:
 
 def test_a_zip_bomb_by_total_size_is_refused_before_expanding(tmp_path: Path) -> None:
     path = zeros_zip(tmp_path / "bomb.zip", "layers.py", 3 * 1024 * 1024)
-    with pytest.raises(ArchiveError, match="would expand to 3.0 MB, more than the limit of 2.0 MB"):
+    with pytest.raises(ArchiveError, match=r"would expand to 3\.0 MB, more than the limit of 2\.0 MB"):
         read_inputs([path], limits=ArchiveLimits(max_total_bytes=2 * 1024 * 1024))
 
 
