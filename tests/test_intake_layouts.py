@@ -260,3 +260,26 @@ def test_grading_a_class_gives_every_student_one_row(tmp_path: Path, grader: Gra
     graded = rows["jdoe"].as_json()
     assert graded["status"] == "graded" and graded["student"] == "jdoe" and len(graded["problems"]) == 4
     assert any("latest of 2 attempts" in w for w in graded["warnings"])
+
+
+def test_a_utf16_receipt_still_names_the_student(tmp_path: Path) -> None:
+    entries = blackboard_entries("HW5", [("kli", "Kai Li", "2023-04-02-10-00-00", {"layers.py": CORRECT})])
+    receipt_name = "HW5_kli_attempt_2023-04-02-10-00-00.txt"
+    text = entries[receipt_name]
+    assert isinstance(text, str)
+    entries[receipt_name] = text.encode("utf-16")
+    [submission] = read_inputs([write_zip(tmp_path / "bb.zip", entries)]).submissions
+    assert (submission.key, submission.name, submission.source) == ("kli", "Kai Li", CORRECT)
+
+
+def test_a_source_too_large_to_grade_is_reported(tmp_path: Path) -> None:
+    path = write_zip(tmp_path / "s.zip", {"layers.py": CORRECT + b"#" * (1024 * 1024)})
+    [submission] = read_inputs([path]).submissions
+    assert submission.status == "too_large" and submission.source is None
+    assert "more than the 1024 KB" in submission.detail
+
+
+def test_a_forced_layout_that_finds_nobody_is_an_error(tmp_path: Path) -> None:
+    path = write_zip(tmp_path / "class.zip", {"alice/layers.py": CORRECT, "bob/layers.py": CORRECT})
+    with pytest.raises(IntakeError, match="no submissions were found"):
+        read_inputs([path], layout="blackboard")

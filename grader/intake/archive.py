@@ -29,7 +29,9 @@ class ArchiveLimits:
 
     # Entries listed in one archive (a class of 300 with starter files and junk stays far below).
     max_entries: int = 10_000
-    # Declared uncompressed size of one archive, and bytes actually decompressed over a whole intake.
+    # Declared uncompressed size of one archive, and bytes actually decompressed over a whole intake
+    # (for an input larger than a quarter of this, four times the input's size: a big honest class
+    # download is never cut short, a small bomb is).
     max_total_bytes: int = 2048 * MiB
     # One entry read into memory: a student's nested zip (a .py source has its own, smaller cap).
     max_entry_bytes: int = 256 * MiB

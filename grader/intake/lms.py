@@ -100,6 +100,13 @@ def parse_receipt(text: str) -> Receipt:
     return receipt
 
 
+def _decode(data: bytes) -> str:
+    """Receipts are UTF-8, but a Windows-saved one may be UTF-16 with a byte-order mark."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16", errors="replace")
+    return data.decode("utf-8-sig", errors="replace")
+
+
 def _stamp_text(stamp: str) -> str:
     date, time = stamp[:10], stamp[11:]
     return f"{date} {time.replace('-', ':')}"
@@ -119,7 +126,7 @@ def read_blackboard(items: list[Item]) -> tuple[list[StudentFiles], list[str], s
         attempt = (match["prefix"], match["stamp"])
         if match["receipt"]:
             try:
-                text = item.read(RECEIPT_MAX_BYTES).decode("utf-8-sig", errors="replace")
+                text = _decode(item.read(RECEIPT_MAX_BYTES))
             except ArchiveError as error:
                 warnings.append(f"receipt {item.path} cannot be read: {error}")
                 text = ""
