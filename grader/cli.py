@@ -163,7 +163,7 @@ def _write_exports(results: list[StudentResult], rubric: Rubric, assignment_name
                             missing_as_zero=missing_as_zero)
             _write_text(target, text)
         if feedback_path is not None:
-            count = write_feedback(results, feedback_path, title=f"{assignment_name}: feedback")
+            count = write_feedback(results, feedback_path, title=f"Feedback: {assignment_name}")
             click.echo(f"wrote {count} feedback files to {feedback_path}", err=True)
     except OSError as error:
         raise UserError(f"cannot write {error.filename}: {error.strerror}") from error
