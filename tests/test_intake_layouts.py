@@ -283,3 +283,24 @@ def test_a_forced_layout_that_finds_nobody_is_an_error(tmp_path: Path) -> None:
     path = write_zip(tmp_path / "class.zip", {"alice/layers.py": CORRECT, "bob/layers.py": CORRECT})
     with pytest.raises(IntakeError, match="no submissions were found"):
         read_inputs([path], layout="blackboard")
+
+
+def test_receipts_in_another_language_and_files_missing_from_the_download(tmp_path: Path) -> None:
+    entries = blackboard_entries("Devoir 5", [
+        ("amartin", "Anne Martin", "2023-04-02-10-00-00", {"layers.py": CORRECT}),
+        ("lost", "Lou Lost", "2023-04-02-11-00-00", {"layers.py": CORRECT}),
+    ])
+    french = {"Name:": "Nom :", "Assignment:": "Devoir :", "Current Grade:": "Note actuelle :",
+              "Original filename:": "Nom de fichier d'origine :", "\tFilename:": "\tNom du fichier :"}
+    for name, content in list(entries.items()):
+        if name.endswith(".txt") and isinstance(content, str):
+            for english, other in french.items():
+                content = content.replace(english, other)
+            entries[name] = content
+    del entries["Devoir 5_lost_attempt_2023-04-02-11-00-00_layers.py"]
+    intake = read_inputs([write_zip(tmp_path / "bb.zip", entries)])
+    students = by_key(intake.submissions)
+    assert intake.assignment == "Devoir 5"
+    assert (students["amartin"].name, students["amartin"].source) == ("Anne Martin", CORRECT)
+    assert students["lost"].status == "not_found"
+    assert "the receipt lists layers.py but the download does not contain it" in students["lost"].detail
