@@ -33,8 +33,10 @@ Layers, from the outside in (the names `pool.layers` and `grader doctor` report)
                      processes outside the run and no abstract unix sockets outside it (ABI 6);
   seccomp            the system calls in DENIED below fail: no sockets at all (so no network even
                      without a network namespace), no tracing, no io_uring, no keyrings, no new
-                     namespaces, no mounts, no exec, ...; where no PID namespace or cgroup holds a
-                     run's processes, no processes either, and signals only within the run;
+                     namespaces, no mounts, no exec, no chmod/utime/xattr, no IPC objects, ...;
+                     where no PID namespace or cgroup holds a run's processes, no processes either;
+                     where no PID namespace hides the others, signals, rlimits and priorities only
+                     of itself;
   no_network         the minimum: a network namespace or seccomp's socket ban (both, normally).
 
 Scratch (the run's working directory, HOME and TMPDIR): with the new root, a tmpfs of the zygote's
@@ -145,6 +147,18 @@ DENIED: dict[str, str] = {
     "name_to_handle_at": "file handles bypass the paths Landlock and the new root restrict",
     "execve": "no other programs: a run is the harness and the student's Python",
     "execveat": "no other programs: a run is the harness and the student's Python",
+    **dict.fromkeys(
+        ("chmod", "fchmod", "fchmodat", "fchmodat2", "chown", "fchown", "lchown", "fchownat", "utime", "utimes",
+         "futimesat", "utimensat", "setxattr", "lsetxattr", "fsetxattr", "removexattr", "lremovexattr",
+         "fremovexattr"),
+        "no changing file modes, owners, times or attributes: Landlock does not cover them, and where the "
+        "run shares the grader's uid they would reach the grader's files",
+    ),
+    **dict.fromkeys(
+        ("shmget", "shmat", "shmctl", "semget", "semop", "semtimedop", "semctl", "msgget", "msgsnd", "msgrcv",
+         "msgctl", "mq_open", "mq_unlink", "mq_timedsend", "mq_timedreceive", "mq_notify", "mq_getsetattr"),
+        "no System V or POSIX IPC objects, which without an IPC namespace are the host's",
+    ),
     "setsid": "the run's process group stays the run's",
     "setpgid": "the run's process group stays the run's",
     "bpf": "kernel attack surface with no use in a homework",
@@ -191,13 +205,14 @@ ENOSYS_SYSCALLS = ("clone3",)
 NEWEST_KNOWN_SYSCALL = 462
 SYSCALL_NUMBERS_RESERVED = 600
 # Without a PID namespace or a pids cgroup to hold them, a run may start no processes (threads are
-# fine: they die with it), and without a PID namespace it may signal only its own process group.
+# fine: they die with it). Without a PID namespace, other processes are in sight: a run may signal
+# only its own process group, and change limits, priorities and scheduling only of itself.
 NO_PROCESSES: list[tuple[str, list[tuple[int, int, int, int]]]] = [
     ("fork", []),
     ("vfork", []),
     ("clone", [(0, kernel.CMP_MASKED_EQ, kernel.CLONE_THREAD, 0)]),
 ]
-OWN_SIGNALS_ONLY: list[tuple[str, list[tuple[int, int, int, int]]]] = [
+ONLY_ITSELF: list[tuple[str, list[tuple[int, int, int, int]]]] = [
     ("kill", [(0, kernel.CMP_NE, 0, 0)]),
     ("tkill", []),
     ("tgkill", []),
@@ -205,6 +220,17 @@ OWN_SIGNALS_ONLY: list[tuple[str, list[tuple[int, int, int, int]]]] = [
     ("rt_tgsigqueueinfo", []),
     ("pidfd_open", []),
     ("pidfd_send_signal", []),
+    ("prlimit64", [(0, kernel.CMP_NE, 0, 0)]),
+    ("setpriority", [(1, kernel.CMP_NE, 0, 0)]),
+    ("ioprio_set", [(1, kernel.CMP_NE, 0, 0)]),
+    ("sched_setaffinity", [(0, kernel.CMP_NE, 0, 0)]),
+    ("sched_setscheduler", [(0, kernel.CMP_NE, 0, 0)]),
+    ("sched_setparam", [(0, kernel.CMP_NE, 0, 0)]),
+    ("sched_setattr", [(0, kernel.CMP_NE, 0, 0)]),
+    ("migrate_pages", []),
+    ("move_pages", [(0, kernel.CMP_NE, 0, 0)]),
+    ("process_madvise", []),
+    ("process_mrelease", []),
 ]
 
 # The order `grader doctor` prints them in.
@@ -363,7 +389,7 @@ class Isolation:
         except OSError as error:
             self.layers.set("new_root", False, f"unavailable ({error})")
             return
-        self.layers.set("new_root", True, "read-only, with a private tmpfs scratch per run")
+        self.layers.set("new_root", True, "read-only, with a tmpfs scratch emptied after every run")
 
     def _build_new_root(self) -> None:
         root = NEW_ROOT
@@ -455,14 +481,14 @@ class Isolation:
         if not contained:
             rules += [(name, EPERM, tuple(args)) for name, args in NO_PROCESSES]
         if not self.layers["pid_namespace"]:
-            rules += [(name, EPERM, tuple(args)) for name, args in OWN_SIGNALS_ONLY]
+            rules += [(name, EPERM, tuple(args)) for name, args in ONLY_ITSELF]
         try:
             self.seccomp = kernel.compile_seccomp(rules)
         except (ImportError, OSError, ValueError) as error:
             self.layers.set("seccomp", False, f"unavailable ({error}); install libseccomp2 and pyseccomp")
             return
         extra = "" if contained else "; no processes"
-        extra += "" if self.layers["pid_namespace"] else "; signals only within the run"
+        extra += "" if self.layers["pid_namespace"] else "; signals and limits only within the run"
         self.layers.set("seccomp", True, f"{self.seccomp.instructions} BPF instructions{extra}")
 
     # -- once per run, in the zygote ----------------------------------------------------------------
