@@ -272,9 +272,10 @@ def similarity(paths: tuple[Path, ...], threshold: float, min_tokens: int, start
 
 
 @main.command()
-def doctor() -> None:
-    """Show which sandbox layers work on this host."""
-    from grader.sandbox.isolation import SandboxUnavailable
+@click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def doctor(output_format: str) -> None:
+    """Show which sandbox layers hold on this host, and why any does not."""
+    from grader.sandbox.isolation import LAYER_NAMES, MINIMUM, SandboxUnavailable
     from grader.sandbox.pool import SandboxPool
 
     try:
@@ -282,11 +283,22 @@ def doctor() -> None:
     except SandboxUnavailable as error:
         raise click.ClickException(str(error)) from error
     with pool:
-        for layer, on in pool.layers.items():
-            click.echo(f"{layer:18} {'yes' if on else 'NO'}")
-        if not pool.layers.get("no_network"):
-            click.echo("The minimum isolation is missing: grading refuses to run without --insecure-no-sandbox.")
-            sys.exit(1)
+        layers, notes = pool.layers, pool.layer_notes
+    missing = [layer for layer in MINIMUM if not layers.get(layer)]
+    if output_format == "json":
+        click.echo(json.dumps({"layers": layers, "notes": notes, "minimum_holds": not missing}, indent=2))
+    else:
+        for layer in LAYER_NAMES:
+            mark = "yes" if layers.get(layer) else "no"
+            note = notes.get(layer, "")
+            click.echo(f"{layer:18} {mark:4} {note}".rstrip())
+        if missing:
+            click.echo(f"The minimum isolation is missing ({', '.join(missing)}): grading refuses to run "
+                       "without --insecure-no-sandbox.")
+        else:
+            click.echo("The minimum isolation (a process per run, rlimits, no network) holds.")
+    if missing:
+        sys.exit(1)
 
 
 @main.command()

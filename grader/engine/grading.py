@@ -13,7 +13,7 @@ from grader.engine.assignment import Assignment, load_assignment
 from grader.engine.plan import Plan, build_plan
 from grader.engine.policy import SourceProblem, find_forbidden_imports, parse_source
 from grader.engine.report import CheckResult, ProblemResult, SubmissionReport
-from grader.engine.scoring import Scorer
+from grader.engine.scoring import LIMIT_KINDS, Scorer, describe_limit
 from grader.sandbox.isolation import Limits
 from grader.sandbox.pool import Job, RunResult, SandboxPool, ZygoteDied
 
@@ -84,7 +84,10 @@ class Grader:
                 report.policy_violation = True
                 return report
             warnings.extend(described)
-        run = self.run(source)
+        try:
+            run = self.run(source)
+        except ZygoteDied:
+            return self.zero("the sandbox failed twice while running this submission, so it was not graded")
         if run.import_error is not None:
             return self.zero(self.import_message(run.import_error), limits_hit=self.import_limits(run.import_error))
         scorer = Scorer(self.assignment, self.plan, run, self.limits, filename)
@@ -113,15 +116,16 @@ class Grader:
         message = error.get("message", "")
         line = error.get("line")
         at = f" (line {line})" if line else ""
-        if kind in ("timeout", "exit", "crash", "killed", "cpu", "protocol", "lost"):
+        breach = describe_limit(str(kind), self.limits)
+        if breach:
+            return f"{filename} could not be imported: {breach}"
+        if kind in ("timeout", "exit", "crash", "killed", "protocol", "lost"):
             return f"{filename} could not be imported: it {message}"
-        if kind == "memory":
-            return f"{filename} could not be imported: memory limit of {self.limits.memory_limit_mb} MB exceeded"
         return f"{filename} could not be imported: {kind}: {message}{at}"
 
     def import_limits(self, error: dict[str, object]) -> list[str]:
-        kind = error.get("type")
-        return {"timeout": ["time"], "memory": ["memory"], "killed": ["memory"], "cpu": ["cpu"]}.get(str(kind), [])
+        limit = LIMIT_KINDS.get(str(error.get("type")))
+        return [limit] if limit else []
 
     def zero(
         self, error: str, *, more_errors: Iterable[str] = (), limits_hit: list[str] | None = None

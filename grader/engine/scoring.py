@@ -19,7 +19,28 @@ from grader.engine.spec import Case, Function
 from grader.sandbox.isolation import Limits
 from grader.sandbox.pool import CallResult, RunResult, Value
 
-LIMIT_KINDS = {"timeout": "time", "memory": "memory", "killed": "memory", "cpu": "cpu", "file_size": "file size"}
+# error kind -> the limit it is a breach of (the names a report's `limits_hit` lists)
+LIMIT_KINDS = {
+    "timeout": "time", "memory": "memory", "cpu": "cpu", "processes": "processes", "open_files": "open files",
+    "file_size": "file size", "disk": "disk", "output": "output",
+}
+
+
+def describe_limit(kind: str, limits: Limits) -> str | None:
+    """A limit breach in the words the feedback uses ("memory limit of 512 MB exceeded"), or None."""
+    return {
+        "memory": f"memory limit of {limits.memory_limit_mb} MB exceeded",
+        "cpu": f"CPU time limit of {limits.cpu_limit} s exceeded",
+        "processes": f"process limit of {limits.max_processes} exceeded",
+        "open_files": f"open-file limit of {limits.max_open_files} exceeded",
+        "file_size": f"file-size limit of {fmt_bytes(limits.max_file_bytes)} exceeded",
+        "disk": f"scratch space limit of {limits.scratch_mb} MB exceeded",
+        "output": f"output limit of {fmt_bytes(limits.max_output_bytes)} exceeded",
+    }.get(kind)
+
+
+def fmt_bytes(count: int) -> str:
+    return f"{count / (1 << 20):g} MB" if count >= 1 << 20 else f"{count} bytes"
 
 
 class CheckFailed(Exception):
@@ -78,7 +99,7 @@ class Scorer:
         for i, case in enumerate(cases):
             key = (function.name, check.cases, i)
             result = self.result(key)
-            where = f"on case {i + 1} of {len(cases)}, {describe_call(function, case)}"
+            where = CaseRef(function, case, i, len(cases))
             if not result.ok:
                 raise CheckFailed(self.describe_failure(function.name, result.error) + f" ({where})", check.hints.error)
             used_fallback = used_fallback or result.fallback
@@ -95,7 +116,7 @@ class Scorer:
             )
         return ""
 
-    def compare(self, name: str, actual: np.ndarray, expected: np.ndarray, check: CheckSpec, where: str) -> None:
+    def compare(self, name: str, actual: np.ndarray, expected: np.ndarray, check: CheckSpec, where: CaseRef) -> None:
         if actual.shape != expected.shape:
             raise CheckFailed(
                 f"{name} has shape {fmt_shape(actual.shape)}; expected {fmt_shape(expected.shape)} ({where})",
@@ -120,7 +141,7 @@ class Scorer:
         cases = self.plan.cases[check.cases]
         worst = 0.0
         for i, case in enumerate(cases):
-            where = f"on case {i + 1} of {len(cases)}, {describe_call(forward, case)}"
+            where = CaseRef(forward, case, i, len(cases))
             result = self.result((source.name, check.cases, i))
             if not result.ok:
                 raise CheckFailed(self.describe_failure(source.name, result.error) + f" ({where})")
@@ -156,7 +177,7 @@ class Scorer:
 
     def numeric_gradient(
         self, check: CheckSpec, forward: Function, case: Case, i: int, param: str,
-        expected_output: np.ndarray, where: str,
+        expected_output: np.ndarray, where: CaseRef,
     ) -> np.ndarray:
         assert check.output is not None
         key = ("perturb", forward.name, check.cases, i, param, check.output, check.step)
@@ -191,7 +212,7 @@ class Scorer:
         names = [function.returns[i] for i in function.sent]
         return dict(zip(names, result.values, strict=False))
 
-    def as_array(self, function: Function, name: str, value: Value, check: CheckSpec, where: str) -> np.ndarray:
+    def as_array(self, function: Function, name: str, value: Value, check: CheckSpec, where: CaseRef) -> np.ndarray:
         if value.kind == "none" or (value.array is None and value.kind == "array"):
             raise CheckFailed(
                 f"{function.name} returned None for {name} ({where})",
@@ -213,11 +234,12 @@ class Scorer:
                 self.limits_hit.append(limit)
         if kind == "timeout":
             return f"{function} did not return within {self.limits.time_limit:g} s"
-        if kind == "memory":
-            return f"memory limit of {self.limits.memory_limit_mb} MB exceeded in {function}"
+        breach = describe_limit(kind, self.limits)
+        if breach:
+            return f"{breach} in {function}"
         if kind in ("missing", "returns", "shape", "invalid"):
             return message
-        if kind in ("killed", "cpu", "crash", "exit", "protocol", "file_size", "lost"):
+        if kind in ("killed", "crash", "exit", "protocol", "lost"):
             return f"{function} {message}"
         line = error.get("line")
         at = f" (line {line})" if line else ""
@@ -237,6 +259,21 @@ class Scorer:
 
 def fmt_shape(shape: tuple[int, ...]) -> str:
     return "()" if shape == () else "(" + ", ".join(str(n) for n in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+class CaseRef:
+    """Which case a check failed on; worded only when a message needs it (most checks pass)."""
+
+    __slots__ = ("case", "count", "function", "index")
+
+    def __init__(self, function: Function, case: Case, index: int, count: int) -> None:
+        self.function = function
+        self.case = case
+        self.index = index
+        self.count = count
+
+    def __str__(self) -> str:
+        return f"on case {self.index + 1} of {self.count}, {describe_call(self.function, self.case)}"
 
 
 def describe_call(function: Function, case: Case) -> str:

@@ -7,9 +7,11 @@ ever taken as a score.
 
 from __future__ import annotations
 
+import errno
 import importlib.abc
 import linecache
 import mmap
+import os
 import struct
 import sys
 import traceback
@@ -21,12 +23,22 @@ import numpy as np
 from grader.sandbox.protocol import write_message
 
 MAX_MESSAGE_CHARS = 400
-MAX_RESULT_ELEMENTS = 4_000_000
+MAX_RESULT_ELEMENTS = 1_000_000  # 8 MB: far beyond any homework answer, within the output limit
 FLUSH_BYTES = 1 << 20
 # Shared with the zygote: (progress counter, index of the call running now; -1 while importing).
 # The zygote reads it to time each call and to know which function a crash happened in, without a
-# message per call. The student's code can scribble on it, which only misattributes its own failure.
+# message per call; a counter still at 0 means the run died before the student's code was loaded.
+# The student's code can scribble on it, which only misattributes its own failure.
 PROGRESS = struct.Struct("<qq")
+# Errors a limit causes, as the student's code sees them: (errno, kind) and exception types.
+LIMIT_ERRNOS = {
+    errno.EMFILE: "open_files",
+    errno.ENFILE: "open_files",
+    errno.EFBIG: "file_size",
+    errno.ENOSPC: "disk",
+    errno.EDQUOT: "disk",
+    errno.EAGAIN: "processes",
+}
 
 
 def mark_progress(page: mmap.mmap | None, sequence: int, call: int) -> None:
@@ -59,6 +71,7 @@ class Harness:
         self, job: dict[str, Any], arrays: list[np.ndarray], result_fd: int, progress: mmap.mmap | None = None
     ) -> None:
         self.progress = progress
+        self.pid = os.getpid()
         self.sequence = 0
         self.pending: list[tuple[dict[str, Any], list[np.ndarray]]] = []
         self.pending_bytes = 0
@@ -97,7 +110,7 @@ class Harness:
 
     def load(self, source: bytes, module_name: str, forbidden: list[str]) -> bool:
         sys.meta_path.insert(0, ForbiddenImportBlocker(forbidden))
-        self.begin(-1)
+        self.begin(-1)  # from here on, the student's code runs
         module = types.ModuleType(module_name)
         module.__file__ = self.filename
         sys.modules[module_name] = module
@@ -107,8 +120,10 @@ class Harness:
             code = compile(text, self.filename, "exec")
             exec(code, module.__dict__)
         except BaseException as error:  # noqa: BLE001 - student code may raise anything, SystemExit too
+            self.stay_the_run()
             self.send({"op": "import_error", "error": self.describe(error)})
             return False
+        self.stay_the_run()
         self.module = module
         self.send({"op": "imported"})
         return True
@@ -150,13 +165,20 @@ class Harness:
         try:
             value = function(*args)
         except BaseException as error:  # noqa: BLE001
+            self.stay_the_run()
             raise CallFailed(self.describe(error)) from None
+        self.stay_the_run()
         mutated = [
             i
             for i, original in enumerate(originals)
             if original is not None and not np.array_equal(original, args[i], equal_nan=True)
         ]
         return value, mutated, fallback
+
+    def stay_the_run(self) -> None:
+        """A process the student's code forked returns here too: it must not answer for the run."""
+        if os.getpid() != self.pid:
+            os._exit(0)
 
     def function(self, name: str) -> Any:
         function = getattr(self.module, name, None)
@@ -217,7 +239,9 @@ class Harness:
                 try:
                     value = function(*args)
                 except BaseException as error:  # noqa: BLE001
+                    self.stay_the_run()
                     raise CallFailed(self.describe(error)) from None
+                self.stay_the_run()
                 picked = value if call.get("arity") is None else self.unpack(call, value)[output]
                 outputs.append(self.as_float_array(picked, name))
         shapes = {o.shape for o in outputs}
@@ -261,7 +285,7 @@ class Harness:
     def as_float_array(self, value: Any, name: str) -> np.ndarray:
         if value is None:
             raise CallFailed({"type": "none", "message": f"{name} is None"})
-        if type(value) is np.ndarray and value.dtype == np.float64:
+        if type(value) is np.ndarray and value.dtype == np.float64 and value.size <= MAX_RESULT_ELEMENTS:
             return value
         try:
             array = np.asarray(value)
@@ -290,6 +314,20 @@ class Harness:
         except Exception:  # noqa: BLE001 - a hostile __str__
             text = ""
         described: dict[str, Any] = {"type": kind, "message": text[:MAX_MESSAGE_CHARS], "line": line}
-        if isinstance(error, MemoryError):
-            described["type"] = "memory"
+        limit = limit_kind(error)
+        if limit:
+            described["type"] = limit
         return described
+
+
+def limit_kind(error: BaseException) -> str | None:
+    """Which limit an exception is the symptom of, if any (the kinds the scorer words as limits)."""
+    if isinstance(error, MemoryError):
+        return "memory"
+    if isinstance(error, RuntimeError) and "can't start new thread" in str(error):
+        return "processes"
+    if isinstance(error, OSError) and error.errno in LIMIT_ERRNOS:
+        if error.errno == errno.EAGAIN and not isinstance(error, BlockingIOError):
+            return None
+        return LIMIT_ERRNOS[error.errno]
+    return None

@@ -1,72 +1,245 @@
 """The sandbox policy, top to bottom: every layer and limit a run of student code is put under.
 
-A zygote (one pre-warmed interpreter per core) calls `prepare_zygote` once; every run then forks
-and calls `enter_sandbox`, which returns only inside the fully isolated process. Layers that the
-host cannot provide are skipped and reported, never silently assumed.
+A zygote (one pre-warmed interpreter per core) calls `Isolation.prepare_zygote` once: it finds out
+which layers this host allows and builds once what can be built once (the new root, the cgroups, the
+Landlock ruleset, the compiled seccomp filter). Every run then calls `fork_run` and, in the child,
+`enter_sandbox`, which returns only inside the fully isolated process or not at all. A layer the
+host refuses is recorded in `Layers` with the reason, never silently assumed; the pool refuses to
+grade without the minimum (a separate process, rlimits and no network) unless told to run insecurely.
 
-Layers, from the outside in:
-  1. a separate process, its own session, file descriptors closed, output to /dev/null;
-  2. namespaces, fresh per run: PID (the run is PID 1 of its own namespace: everything it starts
-     dies with it, and no outside process is visible), network (no interface at all, loopback
-     included), mount, IPC and UTS;
-  3. a new root: read-only binds of the system libraries and the Python install, with the grader's
-     own files and the assignments hidden, plus a small private tmpfs as the only writable place;
-  4. an unprivileged uid per zygote, no capabilities, no_new_privs;
-  5. rlimits: memory (address space), CPU seconds (soft = hard: PID 1 ignores SIGXCPU), processes,
-     file size, open files, no core dumps.
+Layers, from the outside in (the names `pool.layers` and `grader doctor` report):
+  process            a process per run: its own session, only the result pipe left open, stdin and
+                     output on /dev/null, killed if its zygote dies;
+  rlimits            address space, CPU seconds (soft = hard: PID 1 ignores SIGXCPU), processes,
+                     file size, open files, no core dumps;
+  user_namespace     only where the grader is not root: an unprivileged user namespace gives the
+                     zygote what it needs to build the namespaces and the new root below;
+  pid_namespace      fresh per run; the run is PID 1 of it: everything it starts dies with it, and
+                     it can see and signal no process outside;
+  network_namespace  fresh per run, with no interface at all (loopback down), and abstract unix
+                     sockets of its own;
+  mount_namespace    fresh per run, with fresh IPC and UTS namespaces too;
+  new_root           a read-only root of the system libraries and the Python install only, with the
+                     grader's code and the assignments hidden, no /proc, /sys or /dev beyond
+                     null/zero/random, and a small tmpfs scratch as the only writable place;
+  cgroup_memory      one memory cgroup per zygote (limit: the memory limit plus the scratch),
+                     emptied after every run; a breach is reported as the memory limit;
+  cgroup_pids        one pids cgroup per zygote: a cap on processes and threads together;
+  unprivileged_uid   a uid of its own per zygote (61000 + index), no groups, no capabilities;
+                     where no uid can be had, capabilities are dropped all the same;
+  no_new_privs       no privilege from any executable, and no way back from the filters below;
+  landlock           reads only of the system libraries, the Python install and three devices,
+                     writes only in the scratch; no TCP bind or connect (ABI 4); no signals to
+                     processes outside the run and no abstract unix sockets outside it (ABI 6);
+  seccomp            the system calls in DENIED below fail: no sockets at all (so no network even
+                     without a network namespace), no tracing, no io_uring, no keyrings, no new
+                     namespaces, no mounts, no exec, no chmod/utime/xattr, no IPC objects, ...;
+                     where no PID namespace or cgroup holds a run's processes, no processes either;
+                     where no PID namespace hides the others, signals, rlimits and priorities only
+                     of itself;
+  no_network         the minimum: a network namespace or seccomp's socket ban (both, normally).
+
+Scratch (the run's working directory, HOME and TMPDIR): with the new root, a tmpfs of the zygote's
+mounted at /tmp inside it; otherwise a folder under the temporary directory. Either way the zygote
+empties it after every run, and Landlock makes it the only writable place. (Landlock skips the
+directory a mount hides, so its rule is on the root of a mount that lives as long as the zygote.)
 """
 
 from __future__ import annotations
 
-import ctypes
+import errno
 import os
 import resource
+import shutil
+import signal
 import socket
 import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-_libc = ctypes.CDLL(None, use_errno=True)
-
-CLONE_NEWNS = 0x00020000
-CLONE_NEWUTS = 0x04000000
-CLONE_NEWIPC = 0x08000000
-CLONE_NEWPID = 0x20000000
-CLONE_NEWNET = 0x40000000
-MS_RDONLY = 0x1
-MS_NOSUID = 0x2
-MS_NODEV = 0x4
-MS_REMOUNT = 0x20
-MS_BIND = 0x1000
-MS_REC = 0x4000
-MS_PRIVATE = 0x40000
-PR_SET_PDEATHSIG = 1
-PR_SET_DUMPABLE = 4
-PR_SET_NO_NEW_PRIVS = 38
-
-# The zygote mounts its private new root over this path, in its own mount namespace only.
-NEW_ROOT = "/tmp"
-SCRATCH = "/tmp"  # inside the new root
-SYSTEM_PATHS = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/etc/ld.so.cache", "/etc/localtime")
-DEVICES = ("/dev/null", "/dev/zero", "/dev/urandom", "/dev/random")
+from grader.sandbox import kernel
+from grader.sandbox.cgroups import ZygoteCgroups
+from grader.sandbox.kernel import (
+    CLONE_NEWIPC,
+    CLONE_NEWNET,
+    CLONE_NEWNS,
+    CLONE_NEWPID,
+    CLONE_NEWUSER,
+    CLONE_NEWUTS,
+    MS_BIND,
+    MS_NODEV,
+    MS_NOSUID,
+    MS_PRIVATE,
+    MS_RDONLY,
+    MS_REC,
+    MS_REMOUNT,
+)
 
 
 @dataclass
 class Limits:
     """Per-run limits. Time limits are wall-clock per call; the CPU limit is a per-run backstop."""
 
-    time_limit: float = 3.0
-    import_time_limit: float = 10.0
-    memory_limit_mb: int = 512
-    cpu_limit: int = 60
-    max_processes: int = 16
-    max_file_bytes: int = 8 * 1024 * 1024
-    max_open_files: int = 64
-    max_output_bytes: int = 64 * 1024 * 1024
-    scratch_mb: int = 16
+    time_limit: float = 3.0  # seconds of wall time per call of a student function
+    import_time_limit: float = 10.0  # seconds of wall time to import the submission
+    memory_limit_mb: int = 512  # address space beyond what the zygote had mapped, and the cgroup
+    cpu_limit: int = 60  # CPU seconds for the whole run
+    max_processes: int = 16  # processes and threads, the run itself included
+    max_file_bytes: int = 8 * 1024 * 1024  # largest file it may write
+    max_open_files: int = 64  # file descriptors
+    max_output_bytes: int = 16 * 1024 * 1024  # result bytes a run may send back in all
+    scratch_mb: int = 16  # size of the private tmpfs
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+# -- what a run can see -----------------------------------------------------------------------------
+
+# The zygote mounts its private new root over this path, in its own mount namespace only.
+NEW_ROOT = "/tmp"
+SCRATCH = "/tmp"  # inside the new root
+SYSTEM_PATHS = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/etc/ld.so.cache", "/etc/localtime")
+DEVICES = ("/dev/null", "/dev/zero", "/dev/urandom", "/dev/random")
+RUN_HOSTNAME = "sandbox"
+
+# Landlock rights: everything handled is denied unless a rule below grants it.
+READ_RIGHTS = kernel.FS_READ_FILE | kernel.FS_READ_DIR | kernel.FS_EXECUTE
+DEVICE_RIGHTS = kernel.FS_READ_FILE | kernel.FS_WRITE_FILE
+LANDLOCK_NET = kernel.NET_BIND_TCP | kernel.NET_CONNECT_TCP  # handled, never granted
+LANDLOCK_SCOPES = kernel.SCOPE_ABSTRACT_UNIX_SOCKET | kernel.SCOPE_SIGNAL
+
+# -- what a run may ask of the kernel -------------------------------------------------------------
+
+EPERM = errno.EPERM
+TIOCSTI = 0x5412
+TIOCLINUX = 0x541C
+PER_QUERY = 0xFFFFFFFF  # personality(0xffffffff) only reads the persona
+# Syscalls a run may not make at all (they fail with EPERM), and why.
+DENIED: dict[str, str] = {
+    "socket": "no network of any kind: TCP, UDP, unix, netlink, raw",
+    "ptrace": "no tracing or memory access of another process",
+    "process_vm_readv": "no tracing or memory access of another process",
+    "process_vm_writev": "no tracing or memory access of another process",
+    "kcmp": "no probing of other processes' kernel objects",
+    "pidfd_getfd": "no stealing of another process's file descriptors",
+    "io_uring_setup": "io_uring performs file and socket operations out of seccomp's sight",
+    "io_uring_enter": "io_uring performs file and socket operations out of seccomp's sight",
+    "io_uring_register": "io_uring performs file and socket operations out of seccomp's sight",
+    "userfaultfd": "a common ingredient of kernel exploits; numpy never needs it",
+    "keyctl": "the kernel keyrings are not namespaced",
+    "add_key": "the kernel keyrings are not namespaced",
+    "request_key": "the kernel keyrings are not namespaced",
+    "unshare": "no new namespaces: a user namespace would hand back capabilities",
+    "setns": "no entering other namespaces",
+    "mount": "no changes to what the run sees",
+    "umount2": "no changes to what the run sees",
+    "pivot_root": "no changes to what the run sees",
+    "chroot": "no changes to what the run sees",
+    "move_mount": "no changes to what the run sees",
+    "open_tree": "no changes to what the run sees",
+    "fsopen": "no changes to what the run sees",
+    "fsconfig": "no changes to what the run sees",
+    "fsmount": "no changes to what the run sees",
+    "fspick": "no changes to what the run sees",
+    "mount_setattr": "no changes to what the run sees",
+    "open_by_handle_at": "file handles bypass the paths Landlock and the new root restrict",
+    "name_to_handle_at": "file handles bypass the paths Landlock and the new root restrict",
+    "execve": "no other programs: a run is the harness and the student's Python",
+    "execveat": "no other programs: a run is the harness and the student's Python",
+    **dict.fromkeys(
+        ("chmod", "fchmod", "fchmodat", "fchmodat2", "chown", "fchown", "lchown", "fchownat", "utime", "utimes",
+         "futimesat", "utimensat", "setxattr", "lsetxattr", "fsetxattr", "removexattr", "lremovexattr",
+         "fremovexattr"),
+        "no changing file modes, owners, times or attributes: Landlock does not cover them, and where the "
+        "run shares the grader's uid they would reach the grader's files",
+    ),
+    **dict.fromkeys(
+        ("shmget", "shmat", "shmctl", "semget", "semop", "semtimedop", "semctl", "msgget", "msgsnd", "msgrcv",
+         "msgctl", "mq_open", "mq_unlink", "mq_timedsend", "mq_timedreceive", "mq_notify", "mq_getsetattr"),
+        "no System V or POSIX IPC objects, which without an IPC namespace are the host's",
+    ),
+    "setsid": "the run's process group stays the run's",
+    "setpgid": "the run's process group stays the run's",
+    "bpf": "kernel attack surface with no use in a homework",
+    "perf_event_open": "kernel attack surface with no use in a homework",
+    "fanotify_init": "kernel attack surface with no use in a homework",
+    "lookup_dcookie": "kernel attack surface with no use in a homework",
+    "vhangup": "kernel attack surface with no use in a homework",
+    "uselib": "kernel attack surface with no use in a homework",
+    "kexec_load": "host administration",
+    "kexec_file_load": "host administration",
+    "reboot": "host administration",
+    "init_module": "host administration",
+    "finit_module": "host administration",
+    "delete_module": "host administration",
+    "swapon": "host administration",
+    "swapoff": "host administration",
+    "acct": "host administration",
+    "quotactl": "host administration",
+    "quotactl_fd": "host administration",
+    "syslog": "host administration",
+    "settimeofday": "host administration",
+    "clock_settime": "host administration",
+    "clock_adjtime": "host administration",
+    "adjtimex": "host administration",
+    "sethostname": "host administration",
+    "setdomainname": "host administration",
+    "iopl": "host administration",
+    "ioperm": "host administration",
+}
+# Calls denied only with some arguments: (syscall, [(argument, operator, datum, datum2)], why).
+DENIED_WITH_ARGUMENTS: list[tuple[str, list[tuple[int, int, int, int]], str]] = [
+    *(
+        ("clone", [(0, kernel.CMP_MASKED_EQ, flag, flag)], "no new namespaces through clone")
+        for flag in kernel.NAMESPACE_FLAGS
+    ),
+    ("ioctl", [(1, kernel.CMP_MASKED_EQ, 0xFFFFFFFF, TIOCSTI)], "no typing into a terminal"),
+    ("ioctl", [(1, kernel.CMP_MASKED_EQ, 0xFFFFFFFF, TIOCLINUX)], "no typing into a terminal"),
+    ("personality", [(0, kernel.CMP_NE, PER_QUERY, 0)], "no turning off address randomization"),
+    ("prctl", [(0, kernel.CMP_EQ, kernel.PR_SET_PDEATHSIG, 0)], "the run must die with its zygote"),
+]
+# clone3 passes its flags in memory seccomp cannot read: it fails as unknown, so glibc uses clone.
+ENOSYS_SYSCALLS = ("clone3",)
+# Syscalls newer than this policy (x86-64 numbers up to these) fail as unknown rather than run.
+NEWEST_KNOWN_SYSCALL = 462
+SYSCALL_NUMBERS_RESERVED = 600
+# Without a PID namespace or a pids cgroup to hold them, a run may start no processes (threads are
+# fine: they die with it). Without a PID namespace, other processes are in sight: a run may signal
+# only its own process group, and change limits, priorities and scheduling only of itself.
+NO_PROCESSES: list[tuple[str, list[tuple[int, int, int, int]]]] = [
+    ("fork", []),
+    ("vfork", []),
+    ("clone", [(0, kernel.CMP_MASKED_EQ, kernel.CLONE_THREAD, 0)]),
+]
+ONLY_ITSELF: list[tuple[str, list[tuple[int, int, int, int]]]] = [
+    ("kill", [(0, kernel.CMP_NE, 0, 0)]),
+    ("tkill", []),
+    ("tgkill", []),
+    ("rt_sigqueueinfo", []),
+    ("rt_tgsigqueueinfo", []),
+    ("pidfd_open", []),
+    ("pidfd_send_signal", []),
+    ("prlimit64", [(0, kernel.CMP_NE, 0, 0)]),
+    ("setpriority", [(1, kernel.CMP_NE, 0, 0)]),
+    ("ioprio_set", [(1, kernel.CMP_NE, 0, 0)]),
+    ("sched_setaffinity", [(0, kernel.CMP_NE, 0, 0)]),
+    ("sched_setscheduler", [(0, kernel.CMP_NE, 0, 0)]),
+    ("sched_setparam", [(0, kernel.CMP_NE, 0, 0)]),
+    ("sched_setattr", [(0, kernel.CMP_NE, 0, 0)]),
+    ("migrate_pages", []),
+    ("move_pages", [(0, kernel.CMP_NE, 0, 0)]),
+    ("process_madvise", []),
+    ("process_mrelease", []),
+]
+
+# The order `grader doctor` prints them in.
+LAYER_NAMES = (
+    "process", "rlimits", "user_namespace", "pid_namespace", "network_namespace", "mount_namespace",
+    "new_root", "cgroup_memory", "cgroup_pids", "unprivileged_uid", "no_new_privs", "landlock", "seccomp",
+    "no_network",
+)
+MINIMUM = ("process", "rlimits", "no_network")
 
 
 @dataclass
@@ -74,86 +247,128 @@ class IsolationConfig:
     uid: int = 61000
     hidden_paths: list[str] = field(default_factory=list)
     extra_read_paths: list[str] = field(default_factory=list)
+    cgroup_name: str = ""  # "hw-grader.<pool pid>.<index>"; empty: no cgroups
+    scratch_base: str = ""  # a zygote's folder of run scratch when no private tmpfs can be had
 
 
 @dataclass
 class Layers:
-    """Which layers hold on this host, as found when the zygote prepared itself."""
+    """Which layers hold on this host, as found when the zygote prepared itself, and why not."""
 
-    process: bool = True
-    rlimits: bool = True
-    namespaces: bool = False
-    new_root: bool = False
-    unprivileged_uid: bool = False
-    no_network: bool = False
+    held: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(LAYER_NAMES, False))
+    notes: dict[str, str] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, bool]:
-        return dict(self.__dict__)
+    def set(self, layer: str, on: bool, note: str = "") -> None:
+        self.held[layer] = on
+        if note:
+            self.notes[layer] = note
+
+    def __getitem__(self, layer: str) -> bool:
+        return self.held[layer]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"held": dict(self.held), "notes": dict(self.notes)}
 
 
 class SandboxUnavailable(Exception):
     """Even the minimum isolation cannot be had on this host."""
 
 
-def _check(result: int, what: str) -> None:
-    if result != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, f"{what}: {os.strerror(errno)}")
-
-
-def _unshare(flags: int) -> None:
-    _check(_libc.unshare(flags), "unshare")
-
-
-def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    _check(
-        _libc.mount(
-            source.encode() if source else None,
-            target.encode(),
-            fstype.encode() if fstype else None,
-            ctypes.c_ulong(flags),
-            data.encode() if data else None,
-        ),
-        f"mount {target}",
-    )
-
-
-def _prctl(option: int, value: int) -> None:
-    _check(_libc.prctl(option, ctypes.c_ulong(value), 0, 0, 0), "prctl")
+class SandboxSetupFailed(Exception):
+    """A layer that held when the zygote started could not be applied to a run."""
 
 
 class Isolation:
     def __init__(self, config: IsolationConfig) -> None:
         self.config = config
         self.layers = Layers()
+        self.run_namespaces = 0  # unshare flags each run gets (besides the PID namespace)
+        self.pid_mode = ""  # "setns": the zygote unshares and steps back; "nested": an extra fork
+        self.cgroups: ZygoteCgroups | None = None
+        self.landlock_ruleset: int | None = None
+        self.seccomp: kernel.SeccompProgram | None = None
+        self.scratch = ""  # the run's scratch folder, as the zygote sees it
+        self.scratch_size_mb = 0
         self._own_pid_ns: int | None = None
 
     # -- once per zygote -------------------------------------------------------------------------
 
     def prepare_zygote(self) -> Layers:
-        if os.geteuid() == 0:
-            try:
-                _unshare(CLONE_NEWNS)
-                _mount(None, "/", None, MS_REC | MS_PRIVATE)
-                self._build_new_root()
-                self.layers.new_root = True
-                self.layers.namespaces = self._probe_namespaces()
-                self.layers.unprivileged_uid = True
-            except OSError as error:
-                print(f"sandbox: new root unavailable ({error})", file=sys.stderr)
-        self.layers.no_network = self.layers.namespaces
-        return self.layers
+        layers = self.layers
+        layers.set("process", True)
+        layers.set("rlimits", True)
+        capabilities = kernel.effective_capabilities()
+        privileged = kernel.has_capability(capabilities, kernel.CAP_SYS_ADMIN)
+        if privileged:
+            layers.set("user_namespace", False, "not needed: the grader can build namespaces itself")
+        else:
+            privileged = self._enter_user_namespace()
+        if privileged:
+            self._probe_namespaces()
+            if layers["mount_namespace"]:
+                self._prepare_new_root()
+        else:
+            for layer in ("pid_namespace", "network_namespace", "mount_namespace", "new_root"):
+                layers.set(layer, False, "needs root or a user namespace")
+        self._prepare_cgroups(in_user_namespace=layers["user_namespace"])
+        can_setuid = (
+            not layers["user_namespace"]
+            and kernel.has_capability(capabilities, kernel.CAP_SETUID)
+            and kernel.has_capability(capabilities, kernel.CAP_SETGID)
+        )
+        if can_setuid:
+            layers.set("unprivileged_uid", True, f"uid {self.config.uid}")
+        else:
+            layers.set("unprivileged_uid", False, "cannot change uid here; capabilities are dropped instead")
+        layers.set("no_new_privs", True)
+        if not layers["new_root"]:
+            self._prepare_scratch_base(can_setuid)
+        self._prepare_landlock()
+        self._prepare_seccomp()
+        layers.set("no_network", layers["network_namespace"] or layers["seccomp"])
+        return layers
 
-    def _probe_namespaces(self) -> bool:
+    def _enter_user_namespace(self) -> bool:
+        uid, gid = os.geteuid(), os.getegid()
+        try:
+            kernel.unshare(CLONE_NEWUSER)
+            kernel.map_root_to(uid, gid)
+        except OSError as error:
+            self.layers.set("user_namespace", False, f"unavailable ({error.strerror})")
+            return False
+        self.layers.set("user_namespace", True, f"root inside, uid {uid} outside")
+        return True
+
+    def _probe_namespaces(self) -> None:
+        """Try each namespace in a throwaway child: a failed unshare must not touch the zygote."""
+        wanted = {"network_namespace": CLONE_NEWNET, "mount_namespace": CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS}
+        for layer, flags in wanted.items():
+            ok, reason = _in_child(lambda flags=flags: kernel.unshare(flags))
+            self.layers.set(layer, ok, "" if ok else f"unavailable ({reason})")
+            if ok:
+                self.run_namespaces |= flags
+        if _in_child(self._pid_setns_round_trip)[0]:
+            self.pid_mode = "setns"
+        elif _in_child(_pid_nested)[0]:
+            self.pid_mode = "nested"
+        else:
+            self.layers.set("pid_namespace", False, "unavailable")
+            return
+        extra = "" if self.pid_mode == "setns" else " (with an extra fork per run)"
+        self.layers.set("pid_namespace", True, "fresh per run" + extra)
+        if self.layers["mount_namespace"]:
+            # the zygote keeps a mount namespace of its own, holding the new root
+            kernel.unshare(CLONE_NEWNS)
+            kernel.mount(None, "/", None, MS_REC | MS_PRIVATE)
+
+    def _pid_setns_round_trip(self) -> None:
+        own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        kernel.unshare(CLONE_NEWPID)
         pid = os.fork()
         if pid == 0:
-            try:
-                _unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS)
-                os._exit(0)
-            except OSError:
-                os._exit(1)
-        _, status = os.waitpid(pid, 0)
-        return os.waitstatus_to_exitcode(status) == 0
+            os._exit(0)
+        os.waitpid(pid, 0)
+        kernel.setns(own, CLONE_NEWPID)
 
     def _read_paths(self) -> list[str]:
         paths = set(SYSTEM_PATHS)
@@ -162,81 +377,289 @@ class Isolation:
             if "site-packages" in entry or "dist-packages" in entry:
                 paths.add(entry)
         existing = sorted(os.path.realpath(p) if not os.path.islink(p) else p for p in paths if os.path.lexists(p))
-        # keep only the outermost of nested paths
-        kept: list[str] = []
+        kept: list[str] = []  # only the outermost of nested paths
         for path in existing:
             if not any(path == k or path.startswith(k.rstrip("/") + "/") for k in kept):
                 kept.append(path)
         return kept
 
+    def _prepare_new_root(self) -> None:
+        try:
+            self._build_new_root()
+        except OSError as error:
+            self.layers.set("new_root", False, f"unavailable ({error})")
+            return
+        self.layers.set("new_root", True, "read-only, with a tmpfs scratch emptied after every run")
+
     def _build_new_root(self) -> None:
         root = NEW_ROOT
-        _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
+        kernel.mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
         for path in self._read_paths():
             target = root + path
             if os.path.islink(path):
                 os.makedirs(os.path.dirname(target), exist_ok=True)
                 os.symlink(os.readlink(path), target)
                 continue
-            self._bind(path, target, read_only=True)
+            _bind(path, target, read_only=True)
         for device in DEVICES:
             if os.path.exists(device):
-                self._bind(device, root + device, read_only=False)
+                _bind(device, root + device, read_only=False)
         for hidden in self.config.hidden_paths:
             target = root + os.path.realpath(hidden)
             if os.path.isdir(target):
-                _mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV | MS_RDONLY, "size=4k,mode=0555")
+                kernel.mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV | MS_RDONLY, "size=4k,mode=0555")
         os.makedirs(root + SCRATCH, mode=0o1777, exist_ok=True)
-        _mount(None, root, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+        kernel.mount(None, root, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+        self.scratch = root + SCRATCH
+        self._mount_scratch(Limits().scratch_mb)
 
-    def _bind(self, source: str, target: str, *, read_only: bool) -> None:
-        if os.path.isdir(source):
-            os.makedirs(target, exist_ok=True)
-        else:
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            open(target, "a").close()
-        _mount(source, target, None, MS_BIND | MS_REC)
-        flags = MS_REMOUNT | MS_BIND | MS_NOSUID | (MS_RDONLY if read_only else 0)
-        _mount(None, target, None, flags)
+    def _mount_scratch(self, size_mb: int) -> None:
+        flags = MS_NOSUID | MS_NODEV | (MS_REMOUNT if self.scratch_size_mb else 0)
+        kernel.mount("tmpfs", self.scratch, "tmpfs", flags, f"size={size_mb}m,mode=1777,nr_inodes=256")
+        self.scratch_size_mb = size_mb
 
-    # -- once per run, in the forked child --------------------------------------------------------
+    def _prepare_cgroups(self, *, in_user_namespace: bool) -> None:
+        if not self.config.cgroup_name:
+            for layer in ("cgroup_memory", "cgroup_pids"):
+                self.layers.set(layer, False, "not requested")
+            return
+        self.cgroups = ZygoteCgroups.create(self.config.cgroup_name)
+        for controller in ("memory", "pids"):
+            path = getattr(self.cgroups, controller)
+            version = self.cgroups.versions.get(controller)
+            note = f"cgroup v{version}, one per zygote" if path else self.cgroups.notes.get(controller, "")
+            self.layers.set(f"cgroup_{controller}", bool(path), note)
+
+    def _prepare_scratch_base(self, owned_by_run_uid: bool) -> None:
+        if not self.config.scratch_base:
+            return
+        os.makedirs(self.config.scratch_base, mode=0o700, exist_ok=True)
+        self.scratch = self.config.scratch_base
+        if owned_by_run_uid:
+            os.chown(self.scratch, self.config.uid, self.config.uid)
+
+    def _prepare_landlock(self) -> None:
+        abi = kernel.landlock_abi()
+        if abi < 1:
+            self.layers.set("landlock", False, "not offered by this kernel (or hidden by a seccomp filter)")
+            return
+        handled = kernel.landlock_handled_fs(abi)
+        try:
+            ruleset = kernel.landlock_create_ruleset(abi, handled, LANDLOCK_NET, LANDLOCK_SCOPES)
+            if self.layers["new_root"]:
+                kernel.landlock_allow_beneath(ruleset, NEW_ROOT, READ_RIGHTS)
+                kernel.landlock_allow_beneath(ruleset, self.scratch, handled)
+                for device in DEVICES:
+                    if os.path.exists(NEW_ROOT + device):
+                        kernel.landlock_allow_beneath(ruleset, NEW_ROOT + device, DEVICE_RIGHTS)
+            else:
+                for path, rights in _readable_without_hidden(self._read_paths(), self.config.hidden_paths):
+                    kernel.landlock_allow_beneath(ruleset, path, rights)
+                for device in DEVICES:
+                    if os.path.exists(device):
+                        kernel.landlock_allow_beneath(ruleset, device, DEVICE_RIGHTS)
+                if self.scratch:
+                    kernel.landlock_allow_beneath(ruleset, self.scratch, handled)
+        except OSError as error:
+            self.layers.set("landlock", False, f"unavailable ({error})")
+            return
+        self.landlock_ruleset = ruleset
+        covers = ["files"]
+        if abi >= 4:
+            covers.append("TCP bind and connect")
+        if abi >= 6:
+            covers.append("signals and abstract unix sockets")
+        self.layers.set("landlock", True, f"ABI {abi}: " + ", ".join(covers))
+
+    def _prepare_seccomp(self) -> None:
+        contained = self.layers["pid_namespace"] or self.layers["cgroup_pids"]
+        rules: list[tuple[str | int, int, tuple[tuple[int, int, int, int], ...]]] = []
+        rules += [(name, EPERM, ()) for name in DENIED]
+        rules += [(name, EPERM, tuple(args)) for name, args, _why in DENIED_WITH_ARGUMENTS]
+        rules += [(name, errno.ENOSYS, ()) for name in ENOSYS_SYSCALLS]
+        rules += [(number, errno.ENOSYS, ()) for number in range(NEWEST_KNOWN_SYSCALL + 1, SYSCALL_NUMBERS_RESERVED)]
+        if not contained:
+            rules += [(name, EPERM, tuple(args)) for name, args in NO_PROCESSES]
+        if not self.layers["pid_namespace"]:
+            rules += [(name, EPERM, tuple(args)) for name, args in ONLY_ITSELF]
+        try:
+            self.seccomp = kernel.compile_seccomp(rules)
+        except (ImportError, OSError, ValueError) as error:
+            self.layers.set("seccomp", False, f"unavailable ({error}); install libseccomp2 and pyseccomp")
+            return
+        extra = "" if contained else "; no processes"
+        extra += "" if self.layers["pid_namespace"] else "; signals and limits only within the run"
+        self.layers.set("seccomp", True, f"{self.seccomp.instructions} BPF instructions{extra}")
+
+    # -- once per run, in the zygote ----------------------------------------------------------------
+
+    def before_run(self, limits: Limits) -> None:
+        """Ready the cgroups and the scratch for the next run's limits."""
+        if self.cgroups is not None:
+            memory = (limits.memory_limit_mb + limits.scratch_mb + CGROUP_HEADROOM_MB) * 1024 * 1024
+            self.cgroups.set_limits(memory, limits.max_processes)
+        if self.layers["new_root"] and limits.scratch_mb != self.scratch_size_mb:
+            self._mount_scratch(limits.scratch_mb)
+
+    def after_run(self) -> None:
+        """Make sure nothing of the run outlives it: processes, zombies, scratch files."""
+        if self.cgroups is not None and not self.layers["pid_namespace"]:
+            self.cgroups.kill_all()
+        _reap_orphans()
+        if self.scratch:
+            empty_folder(self.scratch, 0o1777 if self.layers["new_root"] else 0o700)
+
+    def oom_kills(self) -> int:
+        return self.cgroups.oom_kills() if self.cgroups is not None else 0
 
     def fork_run(self) -> int:
-        """Fork the process for one run: with namespaces, it is PID 1 of a PID namespace of its own,
-        so everything it starts dies with it, and it can see and signal no process outside."""
-        if not self.layers.namespaces:
-            return os.fork()
-        if self._own_pid_ns is None:
-            self._own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-        _unshare(CLONE_NEWPID)  # applies to the next child only; the zygote itself stays put
+        """Fork the process for one run: with a PID namespace, it is PID 1 of a namespace of its
+        own, so everything it starts dies with it and it can see or signal no process outside."""
+        if self.pid_mode == "setns":
+            if self._own_pid_ns is None:
+                self._own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+            kernel.unshare(CLONE_NEWPID)  # applies to the next child only; the zygote itself stays put
+            pid = os.fork()
+            if pid != 0:
+                # back to the zygote's own namespace, so the next unshare makes a fresh one again
+                kernel.setns(self._own_pid_ns, CLONE_NEWPID)
+            return pid
         pid = os.fork()
-        if pid != 0:
-            # back to the zygote's own namespace, so the next unshare makes a fresh one again
-            _check(_libc.setns(self._own_pid_ns, CLONE_NEWPID), "setns")
+        if pid == 0 and self.pid_mode == "nested":  # pragma: no cover - runs in the child
+            _become_pid_namespace_parent()
         return pid
 
+    # -- once per run, in the child -----------------------------------------------------------------
+
     def enter_sandbox(self, limits: Limits, keep_fds: list[int]) -> None:
-        """Called in the child `fork_run` made; returns only once every layer is in force."""
-        _prctl(PR_SET_PDEATHSIG, 9)  # if the zygote dies, so does the run
+        """Called in the child `fork_run` made; returns only once every layer that held is in force."""
+        kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)  # if the zygote dies, so does the run
         os.setsid()
-        if self.layers.namespaces:
-            _unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS)
-            socket.sethostname("sandbox")
-            if self.layers.new_root:
-                size = f"size={limits.scratch_mb}m,mode=1777,nr_inodes=256"
-                _mount("tmpfs", NEW_ROOT + SCRATCH, "tmpfs", MS_NOSUID | MS_NODEV, size)
-        _close_fds_except(keep_fds)
+        if self.cgroups is not None:
+            self.cgroups.join()
+        if self.run_namespaces:
+            kernel.unshare(self.run_namespaces)
+            if self.run_namespaces & CLONE_NEWUTS:
+                socket.sethostname(RUN_HOSTNAME)
+        scratch = SCRATCH if self.layers["new_root"] else self.scratch
+        ruleset = self.landlock_ruleset
+        _close_fds_except([*keep_fds, *([ruleset] if ruleset is not None else [])])
         _apply_rlimits(limits)
-        if self.layers.new_root:
+        if self.layers["new_root"]:
             os.chroot(NEW_ROOT)
-            os.chdir(SCRATCH)
-        if self.layers.unprivileged_uid:
+        if scratch:
+            os.chdir(scratch)
+            for name in ("HOME", "TMPDIR", "MPLCONFIGDIR"):
+                os.environ[name] = scratch
+        else:
+            os.chdir("/")
+        if self.layers["unprivileged_uid"]:
             uid = self.config.uid
             os.setgroups([])
             os.setresgid(uid, uid, uid)
             os.setresuid(uid, uid, uid)
-        _prctl(PR_SET_NO_NEW_PRIVS, 1)
-        _prctl(PR_SET_DUMPABLE, 0)
+        else:
+            kernel.drop_all_capabilities()
+        kernel.prctl(kernel.PR_SET_NO_NEW_PRIVS, 1)
+        kernel.prctl(kernel.PR_SET_DUMPABLE, 0)
+        if ruleset is not None:
+            kernel.landlock_restrict_self(ruleset)
+            os.close(ruleset)
+        if self.seccomp is not None:
+            self.seccomp.apply()  # last: it forbids much of what the steps above needed
+
+    # -- when the zygote exits ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self.cgroups is not None:
+            self.cgroups.close()
+        if self.config.scratch_base and os.path.lexists(self.config.scratch_base):
+            remove_tree(self.config.scratch_base)
+
+
+# Room in the memory cgroup beyond the limit for the pages a run copies from its zygote on write.
+CGROUP_HEADROOM_MB = 48
+
+
+def _in_child(action: Any) -> tuple[bool, str]:
+    """Run `action` in a throwaway child; (whether it worked, the error if not)."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        os.close(read_fd)
+        try:
+            action()
+            os._exit(0)
+        except OSError as error:
+            os.write(write_fd, (error.strerror or str(error)).encode()[:200])
+            os._exit(1)
+        except BaseException:  # noqa: BLE001
+            os._exit(2)
+    os.close(write_fd)
+    reason = os.read(read_fd, 200).decode(errors="replace")
+    os.close(read_fd)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 0, reason or "failed"
+
+
+def _pid_nested() -> None:
+    kernel.unshare(CLONE_NEWPID)
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+
+
+def _become_pid_namespace_parent() -> None:  # pragma: no cover - runs in the child
+    """Where the zygote cannot step back out of a PID namespace (a user namespace): this child makes
+    one, forks the run into it as PID 1, and mirrors how the run ended to the zygote."""
+    kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)
+    kernel.unshare(CLONE_NEWPID)
+    pid = os.fork()
+    if pid == 0:
+        return
+    _close_fds_except([])
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        signal.signal(number, signal.SIG_DFL)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        os.kill(os.getpid(), number)
+    os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 70)
+
+
+def _bind(source: str, target: str, *, read_only: bool) -> None:
+    if os.path.isdir(source):
+        os.makedirs(target, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        open(target, "a").close()
+    kernel.mount(source, target, None, MS_BIND | MS_REC)
+    # a user namespace may not clear flags the original mount has (nosuid, noexec, atime, ...)
+    flags = MS_REMOUNT | MS_BIND | MS_NOSUID | (MS_RDONLY if read_only else 0) | kernel.locked_mount_flags(source)
+    kernel.mount(None, target, None, flags)
+
+
+def _readable_without_hidden(paths: list[str], hidden: list[str]) -> list[tuple[str, int]]:
+    """Landlock rules granting `paths` but none of `hidden` beneath them: a directory holding a hidden
+    path is granted listing only, and its other entries are granted one by one."""
+    hidden_real = [os.path.realpath(h) for h in hidden]
+    rules: list[tuple[str, int]] = []
+
+    def grant(path: str) -> None:
+        inside = [h for h in hidden_real if h == path or h.startswith(path.rstrip("/") + "/")]
+        if not inside:
+            rules.append((path, READ_RIGHTS))
+            return
+        if path in inside or not os.path.isdir(path) or os.path.islink(path):
+            return
+        rules.append((path, kernel.FS_READ_DIR))
+        for entry in sorted(os.listdir(path)):
+            grant(os.path.join(path, entry))
+
+    for path in paths:
+        grant(os.path.realpath(path))
+    return rules
 
 
 def _close_fds_except(keep: list[int]) -> None:
@@ -244,13 +667,14 @@ def _close_fds_except(keep: list[int]) -> None:
     for fd in (0, 1, 2):
         if fd not in keep:
             os.dup2(null, fd)
-    os.close(null)
+    if null not in keep and null > 2:
+        os.close(null)
     low = 3
-    for fd in sorted(keep):
+    for fd in sorted(set(keep)):
         if fd >= low:
             os.closerange(low, fd)
             low = fd + 1
-    os.closerange(low, 65536)
+    os.closerange(low, 1 << 20)
 
 
 def _apply_rlimits(limits: Limits) -> None:
@@ -279,3 +703,37 @@ def _address_space_bytes() -> int:
         return pages * os.sysconf("SC_PAGE_SIZE")
     except OSError:
         return 0
+
+
+def _reap_orphans() -> None:
+    """The zygote is a child subreaper: whatever a run left behind is reparented to it, and reaped."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def empty_folder(path: str, mode: int) -> None:
+    """Remove everything in a run's folder without following its symlinks, whatever modes it left."""
+    os.chmod(path, mode)
+    with os.scandir(path) as entries:
+        names = [entry.name for entry in entries]
+    for name in names:
+        remove_tree(os.path.join(path, name))
+
+
+def remove_tree(path: str) -> None:
+    """Remove a file or folder tree a run made: symlinks are removed, never followed."""
+    if os.path.islink(path) or not os.path.isdir(path):
+        os.unlink(path)
+        return
+    stack = [path]
+    while stack:  # let the owner back into folders the run locked (nothing of the run is alive now)
+        folder = stack.pop()
+        os.chmod(folder, 0o700)
+        with os.scandir(folder) as entries:
+            stack.extend(e.path for e in entries if e.is_dir(follow_symlinks=False))
+    shutil.rmtree(path)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
+import logging
 import os
 import queue
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -15,8 +18,11 @@ from typing import Any
 import numpy as np
 
 import grader
-from grader.sandbox.isolation import IsolationConfig, Limits, SandboxUnavailable
+from grader.sandbox import cgroups
+from grader.sandbox.isolation import MINIMUM, IsolationConfig, Limits, SandboxUnavailable, remove_tree
 from grader.sandbox.protocol import MessageReader, ProtocolError, write_message
+
+logger = logging.getLogger(__name__)
 
 # What a zygote inherits of the environment: nothing of the service's, only what numpy needs.
 _PASSED_THROUGH = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "LD_LIBRARY_PATH")
@@ -89,6 +95,7 @@ def _zygote_env() -> dict[str, str]:
 class ZygoteProcess:
     def __init__(self, index: int, config: dict[str, Any]) -> None:
         self.index = index
+        self.isolation = config["isolation"]
         self.process = subprocess.Popen(
             [sys.executable, "-I", "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
              "from grader.sandbox.zygote import main; main()", _zygote_env()["PYTHONPATH"]],
@@ -103,12 +110,18 @@ class ZygoteProcess:
         self.reader = MessageReader(self.process.stdout.fileno(), max_array_bytes=1 << 30)
         write_message(self.write_fd, config)
         self.layers: dict[str, bool] = {}
+        self.notes: dict[str, str] = {}
 
     def wait_ready(self, timeout: float = 60.0) -> dict[str, bool]:
-        message = self.reader.read(time.monotonic() + timeout)
+        try:
+            message = self.reader.read(time.monotonic() + timeout)
+        except (TimeoutError, ProtocolError):
+            message = None
         if message is None or message.header.get("op") != "ready":
             raise SandboxUnavailable("the sandbox process failed to start; run `grader doctor` for details")
-        self.layers = message.header["layers"]
+        layers = message.header["layers"]
+        self.layers = {str(k): bool(v) for k, v in layers["held"].items()}
+        self.notes = {str(k): str(v) for k, v in layers["notes"].items()}
         return self.layers
 
     def run(self, job: Job, timeout: float) -> RunResult:
@@ -138,12 +151,14 @@ class ZygoteProcess:
             op = message.header.get("op")
             if op == "done":
                 break
+            if op == "sandbox_failed":
+                raise ZygoteDied(f"the sandbox could not be applied: {message.header.get('message', '')}")
             if op == "import_error":
                 import_error = message.header["error"]
             elif op == "results":
                 remaining = iter(message.arrays)
                 for header in message.header["results"]:
-                    results[header["call"]] = _call_result(header, remaining)
+                    results[header["call"]] = _call_result(header, remaining, job.calls[header["call"]])
         missing = CallResult(ok=False, error={"type": "lost", "message": "no result came back"})
         return RunResult([r or missing for r in results], import_error, float(message.header.get("seconds", 0.0)))
 
@@ -157,21 +172,41 @@ class ZygoteProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-        for stream in (self.process.stdin, self.process.stdout):
-            if stream is not None:
-                stream.close()
+        self._close_streams()
+        self.clean_up()
 
     def kill(self) -> None:
         self.process.kill()
         self.process.wait()
+        self._close_streams()
+        self.clean_up()
+
+    def clean_up(self) -> None:
+        """Remove what the zygote made, in case it could not (it was killed): cgroups, scratch."""
+        name = self.isolation.get("cgroup_name")
+        if name:
+            for controller in ("memory", "pids"):
+                hierarchy = cgroups.find_hierarchy(controller)
+                if hierarchy is not None:
+                    path = os.path.join(hierarchy.parent, name)
+                    if os.path.isdir(path):
+                        cgroups.remove(path)
+        scratch = self.isolation.get("scratch_base")
+        if scratch and os.path.lexists(scratch):
+            remove_tree(scratch)
+
+    def _close_streams(self) -> None:
         for stream in (self.process.stdin, self.process.stdout):
             if stream is not None:
                 stream.close()
 
 
-def _call_result(header: dict[str, Any], remaining: Iterator[np.ndarray]) -> CallResult:
+def _call_result(header: dict[str, Any], remaining: Iterator[np.ndarray], call: dict[str, Any]) -> CallResult:
     if header.get("status") != "ok":
         return CallResult(ok=False, error=header.get("error"))
+    wanted = 1 if call.get("perturb") else len(call["send"])
+    if len(header["values"]) != wanted:  # the zygote checks this too; a scorer must never see it
+        return CallResult(ok=False, error={"type": "protocol", "message": "sent a malformed result"})
     values = []
     for value in header["values"]:
         if value["kind"] == "array":
@@ -183,6 +218,8 @@ def _call_result(header: dict[str, Any], remaining: Iterator[np.ndarray]) -> Cal
 
 class SandboxPool:
     """A fixed set of zygotes shared by threads; `run` blocks until a zygote is free."""
+
+    _serial = itertools.count()
 
     def __init__(
         self,
@@ -197,9 +234,12 @@ class SandboxPool:
         self.preload = list(preload)
         self.hidden_paths = list(hidden_paths or [])
         self.base_uid = base_uid
+        # names of this pool's cgroups and scratch folders: the grader's pid first, for sweeping
+        self.name = f"{cgroups.PREFIX}{os.getpid()}.{next(self._serial)}"
         self.idle: queue.Queue[ZygoteProcess] = queue.Queue()
         self.lock = threading.Lock()
         self.closed = False
+        _sweep_stale()
         zygotes = [self._spawn(i) for i in range(self.size)]
         try:
             layer_sets = [z.wait_ready() for z in zygotes]
@@ -207,23 +247,39 @@ class SandboxPool:
             for zygote in zygotes:
                 zygote.kill()
             raise
-        self.layers = {k: all(s.get(k, False) for s in layer_sets) for k in layer_sets[0]}
-        if not self.layers.get("no_network") and not allow_insecure:
-            for zygote in zygotes:
-                zygote.close()
-            raise SandboxUnavailable(
-                "this host cannot cut student code off the network (no network namespace); "
-                "run `grader doctor` to see why, or pass --insecure-no-sandbox to grade anyway"
-            )
+        self.layers: dict[str, bool] = {k: all(s.get(k, False) for s in layer_sets) for k in layer_sets[0]}
+        self.layer_notes: dict[str, str] = dict(zygotes[0].notes)
+        missing = [layer for layer in MINIMUM if not self.layers.get(layer)]
+        if missing:
+            if not allow_insecure:
+                for zygote in zygotes:
+                    zygote.close()
+                raise SandboxUnavailable(
+                    "this host cannot give student code even the minimum isolation (missing: "
+                    f"{', '.join(missing)}); run `grader doctor` to see why, or pass --insecure-no-sandbox "
+                    "to grade anyway"
+                )
+            logger.warning("GRADING WITHOUT A SANDBOX: student code is not isolated (missing: %s)", ", ".join(missing))
         for zygote in zygotes:
             self.idle.put(zygote)
 
     def _spawn(self, index: int) -> ZygoteProcess:
-        config = {
-            "isolation": IsolationConfig(uid=self.base_uid + index, hidden_paths=self.hidden_paths).__dict__,
-            "preload": self.preload,
-        }
-        return ZygoteProcess(index, config)
+        name = f"{self.name}.{index}"
+        isolation = IsolationConfig(
+            uid=self.base_uid + index,
+            hidden_paths=self.hidden_paths,
+            cgroup_name=name,
+            scratch_base=os.path.join(tempfile.gettempdir(), name),
+        )
+        return ZygoteProcess(index, {"isolation": isolation.__dict__, "preload": self.preload})
+
+    def _respawn(self, index: int) -> ZygoteProcess:
+        zygote = self._spawn(index)
+        try:
+            zygote.wait_ready()
+        except SandboxUnavailable:
+            logger.exception("a replacement sandbox process failed to start")
+        return zygote
 
     def run(self, job: Job) -> RunResult:
         functions = len({c["fn"] for c in job.calls}) + 1
@@ -233,12 +289,16 @@ class SandboxPool:
         try:
             return zygote.run(job, timeout)
         except ZygoteDied:
+            logger.warning("sandbox process %d stopped answering; replacing it", zygote.process.pid)
             zygote.kill()
-            zygote = self._spawn(zygote.index)
-            zygote.wait_ready()
+            zygote = self._respawn(zygote.index)
             raise
         finally:
             self.idle.put(zygote)
+
+    def zygote_pids(self) -> list[int]:
+        """The zygotes' process ids (for measuring them); only idle zygotes are listed while grading."""
+        return [z.process.pid for z in list(self.idle.queue)]
 
     def close(self) -> None:
         with self.lock:
@@ -253,3 +313,19 @@ class SandboxPool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _sweep_stale() -> None:
+    """Remove cgroups and scratch folders left by grader processes that were killed."""
+    for path in cgroups.sweep_stale():
+        logger.info("removed a stale sandbox cgroup %s", path)
+    base = tempfile.gettempdir()
+    try:
+        entries = os.listdir(base)
+    except OSError:
+        return
+    for entry in entries:
+        if entry.startswith(cgroups.PREFIX):
+            owner = entry[len(cgroups.PREFIX):].split(".")[0]
+            if owner.isdigit() and not cgroups.alive(int(owner)):
+                remove_tree(os.path.join(base, entry))

@@ -2,12 +2,15 @@
 
 A message is a 4-byte big-endian header length, a JSON header, then the raw little-endian bytes of
 the arrays the header lists. Nothing is ever unpickled: the trusted side decodes only numbers and
-short strings, and every size is capped before anything is allocated.
+short strings, and every size is capped before anything is allocated. A reader never reads past the
+message it is on, and can place array bytes in an arena it owns (and wipes), so that nothing a
+submission sent lingers in the zygote's heap for the next submission to find.
 """
 
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import select
 import struct
@@ -19,6 +22,7 @@ import numpy as np
 
 MAX_HEADER_BYTES = 256 * 1024
 MAX_DIMS = 8
+MAX_ARRAYS = 4096
 # dtype codes allowed on the wire, and what they decode to
 DTYPES: dict[str, np.dtype[Any]] = {
     "f8": np.dtype("<f8"),
@@ -35,9 +39,10 @@ class ProtocolError(Exception):
 class Message:
     header: dict[str, Any]
     arrays: list[np.ndarray] = field(default_factory=list)
+    body: memoryview | None = None  # the arrays' raw bytes, for forwarding without a copy
 
 
-def encode(header: dict[str, Any], arrays: list[np.ndarray] | tuple[np.ndarray, ...] = ()) -> bytes:
+def _encode_arrays(arrays: list[np.ndarray] | tuple[np.ndarray, ...]) -> tuple[list[dict[str, Any]], list[bytes]]:
     specs = []
     blobs = []
     for array in arrays:
@@ -47,10 +52,19 @@ def encode(header: dict[str, Any], arrays: list[np.ndarray] | tuple[np.ndarray, 
             data = data.copy(order="C")
         specs.append({"dtype": code, "shape": list(data.shape)})
         blobs.append(data.tobytes())
+    return specs, blobs
+
+
+def _frame(header: dict[str, Any], specs: list[dict[str, Any]]) -> bytes:
     body = json.dumps({**header, "arrays": specs}, separators=(",", ":")).encode()
     if len(body) > MAX_HEADER_BYTES:
         raise ProtocolError("message header too large")
-    return struct.pack(">I", len(body)) + body + b"".join(blobs)
+    return struct.pack(">I", len(body)) + body
+
+
+def encode(header: dict[str, Any], arrays: list[np.ndarray] | tuple[np.ndarray, ...] = ()) -> bytes:
+    specs, blobs = _encode_arrays(arrays)
+    return _frame(header, specs) + b"".join(blobs)
 
 
 def _code_of(dtype: np.dtype[Any]) -> str:
@@ -65,63 +79,117 @@ def _code_of(dtype: np.dtype[Any]) -> str:
     raise ProtocolError(f"dtype {dtype} cannot cross the wire")
 
 
+def _write_all(fd: int, parts: list[bytes | memoryview]) -> None:
+    views = [memoryview(p).cast("B") for p in parts if len(p)]
+    while views:
+        written = os.writev(fd, views)
+        while written and views:
+            if written >= len(views[0]):
+                written -= len(views[0])
+                views.pop(0)
+            else:
+                views[0] = views[0][written:]
+                written = 0
+
+
 def write_message(fd: int, header: dict[str, Any], arrays: list[np.ndarray] | tuple[np.ndarray, ...] = ()) -> None:
-    data = memoryview(encode(header, arrays))
-    while data:
-        written = os.write(fd, data)
-        data = data[written:]
+    specs, blobs = _encode_arrays(arrays)
+    _write_all(fd, [_frame(header, specs), *blobs])
+
+
+def forward_message(fd: int, header: dict[str, Any], specs: list[dict[str, Any]], body: memoryview) -> None:
+    """Send a new header with array bytes already validated elsewhere, without copying them."""
+    _write_all(fd, [_frame(header, specs), body])
 
 
 class MessageReader:
-    """Reads messages from a file descriptor with a deadline, never trusting the peer's sizes."""
+    """Reads messages from a file descriptor with a deadline, never trusting the peer's sizes.
 
-    def __init__(self, fd: int, max_array_bytes: int) -> None:
+    With an `arena` (a writable mmap), array bytes land there and the arrays returned are views
+    of it, valid until the next message; the owner wipes it when it no longer needs them.
+    """
+
+    def __init__(self, fd: int, max_array_bytes: int, arena: mmap.mmap | None = None) -> None:
         self.fd = fd
         self.max_array_bytes = max_array_bytes
-        self.buffer = bytearray()
-        self.eof = False
+        self.arena = arena
+        self.arena_used = 0  # high-water mark, for wiping
+        self._head = bytearray()
+        self._length: int | None = None
+        self._header: dict[str, Any] | None = None
+        self._body: memoryview | None = None
+        self._got = 0
 
     def read(self, deadline: float | None = None) -> Message | None:
         """Return the next message, or None on EOF. Raises TimeoutError past the deadline."""
-        header_len = None
-        header: dict[str, Any] | None = None
-        total = 4
-        while True:
-            if header_len is None and len(self.buffer) >= 4:
-                (header_len,) = struct.unpack(">I", self.buffer[:4])
-                if header_len > MAX_HEADER_BYTES:
-                    raise ProtocolError("header too large")
-                total = 4 + header_len
-            if header_len is not None and header is None and len(self.buffer) >= 4 + header_len:
-                header = self._parse_header(bytes(self.buffer[4 : 4 + header_len]))
-                total = 4 + header_len + sum(_nbytes(spec) for spec in header["arrays"])
-            if header is not None and len(self.buffer) >= total:
-                arrays = self._split_arrays(header, 4 + header_len if header_len else 4)
-                del self.buffer[:total]
-                return Message(header, arrays)
-            if self.eof:
-                if self.buffer:
-                    raise ProtocolError("truncated message")
+        if self._length is None:
+            if not self._take_head(4, deadline, eof_ok=True):
                 return None
-            self._fill(deadline, total - len(self.buffer))
+            (length,) = struct.unpack(">I", self._head[:4])
+            if length > MAX_HEADER_BYTES:
+                raise ProtocolError("header too large")
+            self._length = length
+        if self._header is None:
+            self._take_head(4 + self._length, deadline, eof_ok=False)
+            header = self._parse_header(bytes(self._head[4:]))
+            total = sum(_nbytes(spec) for spec in header["arrays"])
+            if self.arena is not None:
+                if total > len(self.arena):
+                    raise ProtocolError(f"arrays larger than {len(self.arena)} bytes")
+                self._body = memoryview(self.arena)[:total]
+                self.arena_used = max(self.arena_used, total)
+            else:
+                self._body = memoryview(bytearray(total))
+            self._header = header
+            self._got = 0
+        assert self._body is not None
+        while self._got < len(self._body):
+            self._wait(deadline)
+            count = os.readv(self.fd, [self._body[self._got :]])
+            if count == 0:
+                raise ProtocolError("truncated message")
+            self._got += count
+        message = Message(self._header, self._split_arrays(self._header, self._body), self._body)
+        self._head = bytearray()
+        self._length = None
+        self._header = None
+        self._body = None
+        return message
 
-    def _fill(self, deadline: float | None, wanted: int) -> None:
-        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+    def wipe(self) -> None:
+        """Zero what the arena held (dropping the pages zeroes them), so no earlier bytes remain."""
+        if self.arena is not None and self.arena_used:
+            self.arena.madvise(mmap.MADV_DONTNEED, 0, _page_ceiling(self.arena_used, len(self.arena)))
+            self.arena_used = 0
+
+    def _take_head(self, size: int, deadline: float | None, *, eof_ok: bool) -> bool:
+        while len(self._head) < size:
+            self._wait(deadline)
+            chunk = os.read(self.fd, size - len(self._head))
+            if not chunk:
+                if eof_ok and not self._head:
+                    return False
+                raise ProtocolError("truncated message")
+            self._head += chunk
+        return True
+
+    def _wait(self, deadline: float | None) -> None:
+        if deadline is None:
+            return
+        timeout = max(0.0, deadline - time.monotonic())
         ready, _, _ = select.select([self.fd], [], [], timeout)
         if not ready:
             raise TimeoutError
-        chunk = os.read(self.fd, max(wanted, 65536))
-        if not chunk:
-            self.eof = True
-        self.buffer += chunk
 
     def _parse_header(self, raw: bytes) -> dict[str, Any]:
         try:
             header = json.loads(raw)
-        except (UnicodeDecodeError, ValueError) as error:
+        except (UnicodeDecodeError, ValueError, RecursionError) as error:
             raise ProtocolError("header is not JSON") from error
         if not isinstance(header, dict) or not isinstance(header.get("arrays"), list):
             raise ProtocolError("header is not an object with an array list")
+        if len(header["arrays"]) > MAX_ARRAYS:
+            raise ProtocolError("too many arrays")
         total = 0
         for spec in header["arrays"]:
             if not isinstance(spec, dict) or spec.get("dtype") not in DTYPES:
@@ -138,13 +206,19 @@ class MessageReader:
                 raise ProtocolError(f"arrays larger than {self.max_array_bytes} bytes")
         return header
 
-    def _split_arrays(self, header: dict[str, Any], offset: int) -> list[np.ndarray]:
+    def _split_arrays(self, header: dict[str, Any], body: memoryview) -> list[np.ndarray]:
         arrays = []
+        offset = 0
         for spec in header["arrays"]:
             size = _nbytes(spec)
             dtype = DTYPES[spec["dtype"]]
-            raw = bytes(self.buffer[offset : offset + size])
-            arrays.append(np.frombuffer(raw, dtype=dtype).reshape(spec["shape"]))
+            if size == 0:
+                array = np.zeros(spec["shape"], dtype=dtype)
+            else:
+                array = np.frombuffer(body, dtype=dtype, count=size // dtype.itemsize, offset=offset)
+                array = array.reshape(spec["shape"])
+            array.flags.writeable = False
+            arrays.append(array)
             offset += size
         return arrays
 
@@ -154,3 +228,13 @@ def _nbytes(spec: dict[str, Any]) -> int:
     for n in spec["shape"]:
         count *= n
     return count * DTYPES[spec["dtype"]].itemsize
+
+
+def _page_ceiling(size: int, limit: int) -> int:
+    page = mmap.PAGESIZE
+    return min(limit, (size + page - 1) // page * page)
+
+
+def arena(size: int) -> mmap.mmap:
+    """A private anonymous mapping: untouched pages cost nothing, and a fork copies none of it."""
+    return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)

@@ -1,10 +1,11 @@
 """A pre-warmed interpreter that forks one sandboxed child per submission.
 
-Started as a fresh `python -m grader.sandbox.zygote` with a scrubbed environment, so it has never
-seen the reference, the hidden cases or the service's secrets. It speaks the wire protocol on its
-stdin/stdout with the trusted pool, relays each child's results after validating them, and turns a
-child that hangs, crashes or exits into a failure of the one function it was running: the remaining
-calls go to a fresh child.
+Started as a fresh `python -I` with a scrubbed environment, so it has never seen the reference, the
+hidden cases or the service's secrets. It speaks the wire protocol on its stdin/stdout with the
+trusted pool, relays each child's results after validating them, and turns a child that hangs,
+crashes or exits into a failure of the one function it was running: the remaining calls go to a
+fresh child. A submission's source and results pass through arenas the zygote wipes after each
+submission, so the next submission's child cannot find them in the memory it inherits.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from typing import Any
 
 import numpy as np
 
+from grader.sandbox import kernel
 from grader.sandbox.child import PROGRESS, Harness, mark_progress
-from grader.sandbox.isolation import Isolation, IsolationConfig, Limits
-from grader.sandbox.protocol import MessageReader, ProtocolError, write_message
+from grader.sandbox.isolation import Isolation, IsolationConfig, Limits, SandboxSetupFailed
+from grader.sandbox.protocol import MessageReader, ProtocolError, arena, forward_message, write_message
 
 SIGNAL_NAMES = {
     signal.SIGSEGV: "crashed with a segmentation fault (SIGSEGV)",
@@ -33,6 +35,9 @@ SIGNAL_NAMES = {
     signal.SIGILL: "crashed with an illegal instruction (SIGILL)",
     signal.SIGSYS: "made a forbidden system call (SIGSYS)",
 }
+# What a job message may hold: the source (at most 1 MB) and the plan's input arrays.
+JOB_ARENA_BYTES = 256 * 1024 * 1024
+MAX_VALUES_PER_CALL = 16
 
 
 @dataclass
@@ -49,8 +54,11 @@ class Zygote:
         self.control_in = control_in
         self.control_out = control_out
         self.isolation = Isolation(IsolationConfig(**config.get("isolation", {})))
+        # whatever a run leaves behind is reparented here, to be reaped, not to the host's init
+        kernel.prctl(kernel.PR_SET_CHILD_SUBREAPER, 1)
         self.layers = self.isolation.prepare_zygote()
         self.progress = mmap.mmap(-1, mmap.PAGESIZE)  # shared with each child across fork
+        self.relay_arena = arena(Limits().max_output_bytes)
         for name in config.get("preload", []):
             try:
                 importlib.import_module(name)
@@ -64,23 +72,39 @@ class Zygote:
         self.send({"op": "results", "results": [{"call": index, "status": "error", "error": error}]})
 
     def serve(self, reader: MessageReader) -> None:
-        self.send({"op": "ready", "layers": self.layers.to_dict(), "pid": os.getpid()})
-        while True:
-            message = reader.read()
-            if message is None or message.header.get("op") == "exit":
-                return
-            if message.header.get("op") == "run":
-                started = time.monotonic()
-                self.run_job(message.header, message.arrays)
-                self.send({"op": "done", "seconds": time.monotonic() - started})
+        try:
+            self.send({"op": "ready", "layers": self.layers.to_dict(), "pid": os.getpid()})
+            while True:
+                message = reader.read()
+                if message is None or message.header.get("op") == "exit":
+                    return
+                if message.header.get("op") == "run":
+                    started = time.monotonic()
+                    try:
+                        self.run_job(message.header, message.arrays)
+                    except SandboxSetupFailed as error:
+                        self.send({"op": "sandbox_failed", "message": str(error)})
+                        return
+                    finally:
+                        reader.wipe()
+                        self.wipe_relay()
+                    self.send({"op": "done", "seconds": time.monotonic() - started})
+        finally:
+            self.isolation.close()
+
+    def wipe_relay(self) -> None:
+        self.relay_arena.madvise(mmap.MADV_DONTNEED, 0, len(self.relay_arena))
 
     # -- one submission ---------------------------------------------------------------------------
 
     def run_job(self, job: dict[str, Any], arrays: list[np.ndarray]) -> None:
         limits = Limits(**job["limits"])
+        if limits.max_output_bytes > len(self.relay_arena):
+            self.relay_arena = arena(limits.max_output_bytes)
         calls: list[dict[str, Any]] = job["calls"]
         pending = set(range(len(calls)))
         broken: dict[str, dict[str, Any]] = {}
+        budget = [limits.max_output_bytes]  # result bytes this submission may still send
         attempts = 0
         while pending:
             for index in sorted(pending):
@@ -91,7 +115,7 @@ class Zygote:
             if not pending:
                 return
             attempts += 1
-            outcome = self.run_child(job, arrays, limits, pending, broken)
+            outcome = self.run_child(job, arrays, limits, pending, broken, budget)
             if outcome.import_failed:
                 return
             if outcome.failure is None:
@@ -111,6 +135,7 @@ class Zygote:
         limits: Limits,
         pending: set[int],
         broken: dict[str, dict[str, Any]],
+        budget: list[int],
     ) -> ChildOutcome:
         read_fd, write_fd = os.pipe()
         start = min(pending)
@@ -121,12 +146,16 @@ class Zygote:
             "broken": sorted(broken),
         }
         mark_progress(self.progress, 0, -1)
+        self.isolation.before_run(limits)
+        oom_before = self.isolation.oom_kills()
         pid = self.isolation.fork_run()
         if pid == 0:  # pragma: no cover - runs in the child
             code = 0
             try:
                 os.close(read_fd)
                 self.isolation.enter_sandbox(limits, keep_fds=[write_fd])
+                # sent before any student code runs, so a run cannot fake a broken sandbox
+                write_message(write_fd, {"op": "sandboxed"})
                 harness = Harness(child_job, arrays[1:], write_fd, self.progress)
                 if harness.load(arrays[0].tobytes(), job.get("module", "submission"), job.get("forbidden", [])):
                     harness.run(start)
@@ -136,22 +165,24 @@ class Zygote:
         os.close(write_fd)
         reaped = None
         try:
-            outcome, reaped = self.relay(read_fd, pid, job, limits, pending)
-            return outcome
+            outcome, reaped = self.relay(read_fd, pid, job, limits, pending, budget, oom_before)
         finally:
             os.close(read_fd)
             if reaped is None:
                 _kill_and_reap(pid)
+            self.isolation.after_run()
+        return outcome
 
     def relay(
-        self, read_fd: int, pid: int, job: dict[str, Any], limits: Limits, pending: set[int]
+        self, read_fd: int, pid: int, job: dict[str, Any], limits: Limits, pending: set[int], budget: list[int],
+        oom_before: int,
     ) -> tuple[ChildOutcome, Any]:
         """Forward the child's results until it ends; a call running past its time limit is killed.
 
         Returns how the child ended, and its reaped status when it ended by itself.
         """
         calls = job["calls"]
-        reader = MessageReader(read_fd, max_array_bytes=limits.max_output_bytes)
+        reader = MessageReader(read_fd, max_array_bytes=budget[0], arena=self.relay_arena)
         started = time.monotonic()
         functions = {c["fn"] for c in calls}
         # a hard ceiling, so that a child faking progress forever still ends
@@ -159,13 +190,14 @@ class Zygote:
         poll = min(0.05, limits.time_limit / 10)
         seen_sequence = -1
         call_deadline = started + limits.import_time_limit
+        sandboxed = False
         in_import = True
         while True:
             now = time.monotonic()
             sequence, _ = PROGRESS.unpack_from(self.progress, 0)
             if sequence != seen_sequence:
                 seen_sequence = sequence
-                if sequence > 0:
+                if sequence > 1:
                     call_deadline = now + limits.time_limit
             if now >= min(call_deadline, ceiling):
                 current = self.current_function(calls)
@@ -179,28 +211,43 @@ class Zygote:
             except TimeoutError:
                 continue
             except ProtocolError as error:
-                failure = {"type": "protocol", "message": f"sent a malformed result ({error})"}
+                if "larger than" in str(error):
+                    failure = {"type": "output", "message": f"sent more than {limits.max_output_bytes} bytes of results"}
+                else:
+                    failure = {"type": "protocol", "message": f"sent a malformed result ({error})"}
                 return ChildOutcome(failure, self.current_function(calls)), None
             if message is None:
                 current = self.current_function(calls)
                 reaped = _reap(pid)
+                if not sandboxed:
+                    raise SandboxSetupFailed(f"a run died before its sandbox was complete ({_status_text(reaped)})")
                 failure = _describe_exit(reaped, limits)
+                if failure["type"] == "killed" and self.isolation.oom_kills() > oom_before:
+                    failure = _memory_breach(limits)
                 if in_import:
                     return self.fail_import(pending, failure), reaped
                 return ChildOutcome(failure if pending else None, current), reaped
             op = message.header.get("op")
-            if op == "imported":
+            if not sandboxed:
+                if op != "sandboxed":
+                    raise SandboxSetupFailed("a run spoke before its sandbox was complete")
+                sandboxed = True
+            elif op == "imported" and in_import:
                 in_import = False
             elif op == "import_error" and in_import:
                 return self.fail_import(pending, _clean_error(message.header.get("error"))), None
             elif op == "results" and not in_import:
-                clean = _clean_results(message.header.get("results"), message.arrays, calls, pending)
+                clean = _clean_results(message.header.get("results"), message.header["arrays"], calls, pending)
                 if clean is None:
                     failure = {"type": "protocol", "message": "sent a malformed result"}
                     return ChildOutcome(failure, self.current_function(calls)), None
                 for result in clean:
                     pending.discard(result["call"])
-                self.send({"op": "results", "results": clean}, message.arrays)
+                assert message.body is not None
+                budget[0] -= len(message.body)
+                reader.max_array_bytes = budget[0]
+                forward_message(self.control_out, {"op": "results", "results": clean},
+                                message.header["arrays"], message.body)
             else:
                 failure = {"type": "protocol", "message": "sent an unexpected message"}
                 return ChildOutcome(failure, self.current_function(calls)), None
@@ -222,6 +269,10 @@ def _lost() -> dict[str, Any]:
     return {"type": "lost", "message": "the process ended before this call ran"}
 
 
+def _memory_breach(limits: Limits) -> dict[str, Any]:
+    return {"type": "memory", "message": f"memory limit of {limits.memory_limit_mb} MB exceeded"}
+
+
 def _clean_error(error: Any) -> dict[str, Any]:
     if not isinstance(error, dict):
         return {"type": "protocol", "message": "malformed error"}
@@ -234,7 +285,7 @@ def _clean_error(error: Any) -> dict[str, Any]:
 
 
 def _clean_results(
-    headers: Any, arrays: list[np.ndarray], calls: list[dict[str, Any]], pending: set[int]
+    headers: Any, specs: list[dict[str, Any]], calls: list[dict[str, Any]], pending: set[int]
 ) -> list[dict[str, Any]] | None:
     """Rebuild result headers from the fields the trusted side understands, or None if malformed."""
     if not isinstance(headers, list):
@@ -242,18 +293,18 @@ def _clean_results(
     clean = []
     seen: set[int] = set()
     for header in headers:
-        result = _clean_result(header, pending - seen) if isinstance(header, dict) else None
+        result = _clean_result(header, calls, pending - seen) if isinstance(header, dict) else None
         if result is None:
             return None
         seen.add(result["call"])
         clean.append(result)
     expected_arrays = sum(v["kind"] == "array" for r in clean for v in r.get("values", []))
-    if expected_arrays != len(arrays) or any(a.dtype != np.float64 for a in arrays):
+    if expected_arrays != len(specs) or any(spec["dtype"] != "f8" for spec in specs):
         return None
     return clean
 
 
-def _clean_result(header: dict[str, Any], pending: set[int]) -> dict[str, Any] | None:
+def _clean_result(header: dict[str, Any], calls: list[dict[str, Any]], pending: set[int]) -> dict[str, Any] | None:
     index = header.get("call")
     if not isinstance(index, int) or isinstance(index, bool) or index not in pending:
         return None
@@ -263,7 +314,9 @@ def _clean_result(header: dict[str, Any], pending: set[int]) -> dict[str, Any] |
     if status != "ok":
         return None
     values = header.get("values")
-    if not isinstance(values, list) or len(values) > 16:
+    call = calls[index]
+    wanted = 1 if call.get("perturb") else len(call.get("send", []))
+    if not isinstance(values, list) or len(values) != wanted or wanted > MAX_VALUES_PER_CALL:
         return None
     clean_values = []
     for value in values:
@@ -271,14 +324,14 @@ def _clean_result(header: dict[str, Any], pending: set[int]) -> dict[str, Any] |
             return None
         clean_values.append({"kind": value["kind"], "message": str(value.get("message", ""))[:300]})
     mutated = header.get("mutated", [])
-    if not isinstance(mutated, list) or not all(isinstance(m, int) for m in mutated):
+    if not isinstance(mutated, list) or not all(isinstance(m, int) and not isinstance(m, bool) for m in mutated):
         mutated = []
     return {
         "call": index,
         "status": "ok",
         "values": clean_values,
-        "mutated": mutated[:16],
-        "fallback": bool(header.get("fallback", False)),
+        "mutated": mutated[:MAX_VALUES_PER_CALL],
+        "fallback": header.get("fallback") is True,
     }
 
 
@@ -290,6 +343,13 @@ def _reap(pid: int) -> tuple[int, Any] | None:
         return None
 
 
+def _status_text(reaped: tuple[int, Any] | None) -> str:
+    if reaped is None:
+        return "no status"
+    code = os.waitstatus_to_exitcode(reaped[0])
+    return f"signal {-code}" if code < 0 else f"exit status {code}"
+
+
 def _describe_exit(reaped: tuple[int, Any] | None, limits: Limits) -> dict[str, Any]:
     if reaped is None:
         return _lost()
@@ -297,14 +357,13 @@ def _describe_exit(reaped: tuple[int, Any] | None, limits: Limits) -> dict[str, 
     code = os.waitstatus_to_exitcode(status)
     signum = -code if code < 0 else 0
     cpu = usage.ru_utime + usage.ru_stime if usage is not None else 0.0
-    if signum == signal.SIGKILL and cpu >= limits.cpu_limit - 0.5:
-        return {"type": "cpu", "message": f"used more than the CPU time limit of {limits.cpu_limit} s"}
-    if signum == signal.SIGXCPU:
-        return {"type": "cpu", "message": f"used more than the CPU time limit of {limits.cpu_limit} s"}
+    cpu_breach = {"type": "cpu", "message": f"CPU time limit of {limits.cpu_limit} s exceeded"}
+    if signum == signal.SIGXCPU or (signum == signal.SIGKILL and cpu >= limits.cpu_limit - 0.5):
+        return cpu_breach
     if signum == signal.SIGXFSZ:
-        return {"type": "file_size", "message": f"wrote a file larger than {limits.max_file_bytes} bytes"}
+        return {"type": "file_size", "message": f"file-size limit of {limits.max_file_bytes} bytes exceeded"}
     if signum == signal.SIGKILL:
-        return {"type": "killed", "message": f"was killed (SIGKILL), most likely by the memory limit of {limits.memory_limit_mb} MB"}
+        return {"type": "killed", "message": "was killed (SIGKILL)"}
     if signum:
         text = SIGNAL_NAMES.get(signum, f"was killed by signal {signum}")  # type: ignore[call-overload]
         return {"type": "crash", "message": text}
@@ -335,7 +394,8 @@ def main() -> None:
     os.dup2(null, 1)
     os.close(null)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    reader = MessageReader(control_in, max_array_bytes=1 << 30)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # still clean up cgroups and scratch
+    reader = MessageReader(control_in, max_array_bytes=JOB_ARENA_BYTES, arena=arena(JOB_ARENA_BYTES))
     config = reader.read()
     if config is None:
         return

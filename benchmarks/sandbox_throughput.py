@@ -1,0 +1,142 @@
+"""How much grading a class costs, against the floor of any grader that starts a process per submission.
+
+Run: `python benchmarks/sandbox_throughput.py [--copies 120] [--latency-runs 300]`. Prints the machine,
+the sandbox layers in force, the time to grade N copies of submissions/examples/correct.py fully
+sandboxed on every core, the time to start N fresh `python -c "import numpy"` processes as many at a
+time as there are cores (with the interpreter binary and, when there is one, the pyenv shim), their
+ratio (the target is at most 0.10), single-submission latency percentiles and the grader's memory.
+The numbers go into docs/benchmarks.md by hand; this is a script, never a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+from grader.engine.assignment import load_assignment  # noqa: E402
+from grader.engine.grading import Grader  # noqa: E402
+
+
+def fresh_interpreters(command: list[str], copies: int, parallel: int) -> float:
+    """Seconds to run `copies` processes of `command`, `parallel` at a time."""
+    started = time.perf_counter()
+    running: list[subprocess.Popen[bytes]] = []
+    launched = 0
+    while launched < copies or running:
+        while launched < copies and len(running) < parallel:
+            running.append(subprocess.Popen(command, stdout=subprocess.DEVNULL))
+            launched += 1
+        running[0].wait()
+        if running[0].returncode != 0:
+            raise SystemExit(f"{command} failed with status {running[0].returncode}")
+        running.pop(0)
+    return time.perf_counter() - started
+
+
+def pyenv_shim() -> str | None:
+    """The `python3` a shell would run, when it is a pyenv shim rather than the binary itself."""
+    found = shutil.which("python3")
+    if found and "shims" in Path(found).parts:
+        return found
+    return None
+
+
+def rss_kb(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) of a process in kB: PSS splits pages shared between zygotes and the parent fairly."""
+    rss = pss = 0
+    with open(f"/proc/{pid}/smaps_rollup") as rollup:
+        for line in rollup:
+            if line.startswith("Rss:"):
+                rss = int(line.split()[1])
+            elif line.startswith("Pss:"):
+                pss = int(line.split()[1])
+    return rss, pss
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"{model}, {os.cpu_count()} cores, Linux {platform.release()}, Python {platform.python_version()}, "
+        f"numpy {np.__version__}"
+    )
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--copies", type=int, default=120)
+    parser.add_argument("--latency-runs", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=3, help="class gradings timed; the best is reported")
+    args = parser.parse_args()
+    cores = os.cpu_count() or 1
+    source = (ROOT / "submissions" / "examples" / "correct.py").read_bytes()
+    print(f"machine: {machine()}")
+
+    assignment = load_assignment()
+    with Grader(assignment, workers=cores) as grader:
+        print("layers: " + ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in grader.layers.items()))
+        warm = grader.grade_many([(f"warm{i}", source) for i in range(2 * cores)])
+        assert all(r.score == 10 for r in warm), [r.errors for r in warm]
+        class_times = []
+        for _ in range(args.rounds):
+            started = time.perf_counter()
+            reports = grader.grade_many([(f"s{i}", source) for i in range(args.copies)])
+            class_times.append(time.perf_counter() - started)
+            assert all(r.score == 10 for r in reports), "a correct copy did not score 10"
+        class_seconds = min(class_times)
+        latencies = []
+        for _ in range(args.latency_runs):
+            started = time.perf_counter()
+            report = grader.grade(source)
+            latencies.append(time.perf_counter() - started)
+            assert report.score == 10
+        pids = [os.getpid(), *grader.pool.zygote_pids()]
+        memory = [rss_kb(pid) for pid in pids]
+
+    binary = os.path.realpath(sys.executable)
+    floor = {binary: fresh_interpreters([binary, "-c", "import numpy"], args.copies, cores)}
+    shim = pyenv_shim()
+    if shim:
+        floor[shim] = fresh_interpreters([shim, "-c", "import numpy"], args.copies, cores)
+
+    print(f"graded {args.copies} copies of correct.py on {cores} cores: {class_seconds:.3f} s "
+          f"(best of {args.rounds}: {', '.join(f'{t:.3f}' for t in class_times)}); "
+          f"{class_seconds / args.copies * 1000:.2f} ms per submission")
+    for command, seconds in floor.items():
+        print(f"{args.copies} x `{command} -c 'import numpy'`, {cores} at a time: {seconds:.3f} s; "
+              f"ratio grading / this = {class_seconds / seconds:.3f}")
+    print(f"single-submission latency over {args.latency_runs} runs: p50 {percentile(latencies, 50) * 1000:.2f} ms, "
+          f"p99 {percentile(latencies, 99) * 1000:.2f} ms, mean {statistics.mean(latencies) * 1000:.2f} ms")
+    names = ["parent", *[f"zygote {i}" for i in range(len(pids) - 1)]]
+    for name, (rss, pss) in zip(names, memory):
+        print(f"memory {name:9}: RSS {rss / 1024:6.1f} MB, PSS {pss / 1024:6.1f} MB")
+    print(f"memory total    : RSS {sum(m[0] for m in memory) / 1024:6.1f} MB, "
+          f"PSS {sum(m[1] for m in memory) / 1024:6.1f} MB")
+
+
+if __name__ == "__main__":
+    main()

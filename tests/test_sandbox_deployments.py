@@ -1,0 +1,99 @@
+"""The sandbox degrades to what a deployment allows, and what docs/sandbox.md promises still holds.
+
+Each deployment is simulated by tests/sandbox_deployment.py (a container as Docker runs one by
+default, the hardened docker-compose worker, an unprivileged user with user namespaces): `grader
+doctor` must report the layers the docs list for it, and the hostile samples must score exactly as
+on a root host with nothing leaked, reached, written or left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.sandbox_support import (
+    HOSTILE,
+    ROOT,
+    Listeners,
+    assignment_copy,
+    become_subreaper,
+    canary_state,
+    grade_command,
+    leftovers,
+    listening,
+    make_canary,
+    reports_by_file,
+    run_grader,
+)
+from tests.test_sandbox_hostile import EXPECTED, assert_contained, check_scores
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="simulating deployments needs root")
+
+# What docs/sandbox.md says holds in each deployment.
+LAYERS = {
+    "docker-default": {
+        "user_namespace": False, "pid_namespace": False, "network_namespace": False, "mount_namespace": False,
+        "new_root": False, "cgroup_memory": False, "cgroup_pids": False, "unprivileged_uid": True,
+        "no_new_privs": True, "landlock": True, "seccomp": True, "no_network": True,
+    },
+    "compose": {
+        "user_namespace": False, "pid_namespace": False, "network_namespace": False, "mount_namespace": False,
+        "new_root": False, "cgroup_memory": False, "cgroup_pids": False, "unprivileged_uid": False,
+        "no_new_privs": True, "landlock": True, "seccomp": True, "no_network": True,
+    },
+    "rootless": {
+        "user_namespace": True, "pid_namespace": True, "network_namespace": True, "mount_namespace": True,
+        "new_root": True, "cgroup_memory": False, "cgroup_pids": False, "unprivileged_uid": False,
+        "no_new_privs": True, "landlock": True, "seccomp": True, "no_network": True,
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def short_assignment() -> Iterator[Path]:
+    path = assignment_copy(time_limit=1.5, import_time_limit=3.0)
+    yield path
+    for child in sorted(path.parent.rglob("*"), reverse=True):
+        child.rmdir() if child.is_dir() else child.unlink()
+    path.parent.rmdir()
+
+
+def doctor(profile: str) -> dict[str, object]:
+    command = [sys.executable, str(ROOT / "tests" / "sandbox_deployment.py"), profile, "--",
+               "-m", "grader.cli", "doctor", "--format", "json"]
+    result = run_grader(command, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("profile", sorted(LAYERS))
+def test_doctor_reports_what_the_deployment_allows(profile: str) -> None:
+    report = doctor(profile)
+    layers = report["layers"]
+    assert isinstance(layers, dict)
+    assert {k: layers[k] for k in LAYERS[profile]} == LAYERS[profile]
+    assert report["minimum_holds"] is True
+
+
+@pytest.mark.parametrize("profile", sorted(LAYERS))
+def test_hostile_samples_in_each_deployment(profile: str, short_assignment: Path) -> None:
+    become_subreaper()
+    make_canary()
+    with listening() as listeners:
+        before: dict[str, object] = {"canary": canary_state(), **leftovers()}
+        result = run_grader(grade_command(short_assignment, sorted(HOSTILE.glob("*.py")), profile))
+        assert result.returncode == 0, result.stderr[-2000:]
+        check_scores(reports_by_file(result.stdout), messages=False)
+        assert "stopped answering" not in result.stderr, "a zygote died"
+        assert_contained(result.stdout + result.stderr, listeners, before)
+
+
+def test_expected_scores_do_not_depend_on_the_deployment() -> None:
+    """The samples are written so that a layer's absence shows in the score, never just in a message."""
+    assert all("problems" in expected for expected in EXPECTED.values())
+    assert isinstance(Listeners(), Listeners)

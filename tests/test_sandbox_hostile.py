@@ -1,0 +1,113 @@
+"""Every hostile sample, graded by the command line with secrets in its environment and listeners up:
+exact scores, nothing leaked, nothing arrived, nothing written outside, nothing left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from grader.engine.grading import Grader
+from tests.sandbox_support import (
+    CANARY,
+    HOSTILE,
+    SECRET,
+    Listeners,
+    assignment_copy,
+    become_subreaper,
+    canary_state,
+    failure_messages,
+    grade_command,
+    leftovers,
+    listening,
+    make_canary,
+    reports_by_file,
+    run_grader,
+)
+
+EXPECTED: dict[str, dict[str, object]] = json.loads((HOSTILE / "expected.json").read_text())
+SAMPLES = sorted(p.name for p in HOSTILE.glob("*.py"))
+
+
+def test_every_hostile_sample_has_an_expected_score() -> None:
+    assert sorted(EXPECTED) == SAMPLES
+    for name, expected in EXPECTED.items():
+        problems = expected["problems"]
+        assert isinstance(problems, list)
+        assert sum(problems) == expected["score"], name
+
+
+@pytest.fixture(scope="module")
+def short_assignment() -> Iterator[Path]:
+    """Homework 5 with a 2 s call limit, so the samples that hang cost less (the memory bomb needs ~1 s)."""
+    path = assignment_copy(time_limit=2.0, import_time_limit=4.0)
+    yield path
+    for child in sorted(path.parent.rglob("*"), reverse=True):
+        child.rmdir() if child.is_dir() else child.unlink()
+    path.parent.rmdir()
+
+
+@pytest.fixture()
+def watched() -> Iterator[tuple[Listeners, dict[str, object]]]:
+    become_subreaper()
+    make_canary()
+    with listening() as listeners:
+        before: dict[str, object] = {"canary": canary_state(), **leftovers()}
+        yield listeners, before
+
+
+def assert_contained(output: str, listeners: Listeners, before: dict[str, object]) -> None:
+    """The shared postcondition of every hostile run."""
+    assert SECRET not in output, "a secret of the grader's environment reached a report"
+    assert listeners.received == [], f"something reached the listeners: {listeners.received}"
+    assert canary_state() == before["canary"], "a run changed the canary folder"
+    after = leftovers()
+    for kind in ("files", "cgroups", "children"):
+        assert after[kind] == before[kind], f"left behind ({kind}): {set(after[kind]) ^ set(before[kind])}"  # type: ignore[arg-type]
+
+
+def check_scores(reports: dict[str, dict[str, object]], *, messages: bool) -> None:
+    assert sorted(reports) == SAMPLES
+    for name, expected in EXPECTED.items():
+        report = reports[name]
+        scores = [p["score"] for p in report["problems"]]  # type: ignore[attr-defined]
+        assert scores == expected["problems"], f"{name}: {scores} != {expected['problems']}: {failure_messages(report)}"
+        assert report["score"] == expected["score"], name
+        assert report["errors"] == [], f"{name}: {report['errors']}"
+        if messages and "message" in expected:
+            assert str(expected["message"]) in failure_messages(report), f"{name}: {failure_messages(report)}"
+
+
+def test_hostile_samples_through_the_command_line(
+    short_assignment: Path, watched: tuple[Listeners, dict[str, object]]
+) -> None:
+    listeners, before = watched
+    result = run_grader(grade_command(short_assignment, sorted(HOSTILE.glob("*.py"))))
+    assert result.returncode == 0, result.stderr[-2000:]
+    check_scores(reports_by_file(result.stdout), messages=True)
+    assert "stopped answering" not in result.stderr, "a zygote died"
+    assert "Traceback" not in result.stderr
+    assert_contained(result.stdout + result.stderr, listeners, before)
+    assert not list(Path("/tmp").glob("hw-hostile*"))
+
+
+def test_zygotes_survive_and_keep_grading(grader: Grader, correct_source: bytes) -> None:
+    """The process killer and the combination run on the same zygotes as a correct submission."""
+    zygotes = sorted(grader.pool.zygote_pids())
+    sources = [(name, (HOSTILE / name).read_bytes()) for name in ("process_killer.py", "combination.py", "fork_bomb.py")]
+    reports = grader.grade_many([*sources, ("correct", correct_source)])
+    assert [r.score for r in reports] == [10, 7, 8.5, 10]
+    assert sorted(grader.pool.zygote_pids()) == zygotes
+    for pid in zygotes:
+        os.kill(pid, 0)  # still there
+        assert not [line for line in os.popen(f"ps -o pid= --ppid {pid}")], "a zygote still has children"
+
+
+def test_canary_is_where_the_samples_aim() -> None:
+    """Guards the fixtures: if these paths drift, the containment checks above prove nothing."""
+    for name, text in [(n, (HOSTILE / n).read_text()) for n in ("file_writer.py", "network.py")]:
+        assert str(CANARY) in text, name
+    assert "47391" in (HOSTILE / "network.py").read_text()
