@@ -105,6 +105,25 @@ def doctor() -> None:
 
 
 @main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="TCP port.")
+def serve(host: str, port: int) -> None:
+    """Run the HTTP API (see /docs); listens on loopback unless GRADER_API_TOKENS is set."""
+    from grader.service.server import StartError, UnsafeBind, check_bind
+    from grader.service.server import serve as run_server
+
+    settings = get_settings()
+    try:
+        check_bind(host, settings)
+    except UnsafeBind as error:
+        raise UserError(str(error)) from error
+    try:
+        run_server(host, port, settings)
+    except StartError as error:
+        raise click.ClickException(str(error)) from error
+
+
+@main.command()
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="Submissions graded at once, one sandbox process each (default: GRADER_WORKERS, else one per core).")
 @click.option("--insecure-no-sandbox", "insecure", is_flag=True,

@@ -1,0 +1,108 @@
+"""RFC 9457 problem details: every error the service returns, whatever raised it, has this one shape."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class Problem(BaseModel):
+    """An error as RFC 9457 describes it; `errors` lists the fields at fault for a 422."""
+
+    type: str = Field(default="about:blank", description="a URI naming the kind of problem")
+    title: str
+    status: int
+    detail: str = Field(description="one sentence saying what went wrong and what to do")
+    instance: str | None = None
+    errors: list[dict[str, Any]] | None = None
+
+
+class ProblemError(StarletteHTTPException):
+    """An error a route raises on purpose, with a stable problem type the caller can match on."""
+
+    def __init__(
+        self, status: int, detail: str, *, kind: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(status_code=status, detail=detail, headers=headers)
+        self.kind = kind
+
+
+def problem_response(
+    status: int,
+    detail: str,
+    *,
+    kind: str | None = None,
+    instance: str | None = None,
+    headers: dict[str, str] | None = None,
+    errors: list[dict[str, Any]] | None = None,
+) -> JSONResponse:
+    problem = Problem(
+        type=f"urn:hw-grader:problem:{kind}" if kind else "about:blank",
+        title=HTTPStatus(status).phrase,
+        status=status,
+        detail=detail,
+        instance=instance,
+        errors=errors,
+    )
+    return JSONResponse(
+        problem.model_dump(exclude_none=True), status_code=status, headers=headers, media_type=PROBLEM_JSON
+    )
+
+
+_DEFAULT_DETAIL = {
+    404: "There is nothing at this address.",
+    405: "This address does not accept that HTTP method.",
+}
+
+
+async def _http_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, StarletteHTTPException)
+    detail = error.detail if isinstance(error.detail, str) else HTTPStatus(error.status_code).phrase
+    if detail in ("Not Found", "Method Not Allowed"):
+        detail = _DEFAULT_DETAIL.get(error.status_code, detail)
+    kind = getattr(error, "kind", None)
+    return problem_response(
+        error.status_code, detail, kind=kind, instance=request.url.path, headers=getattr(error, "headers", None)
+    )
+
+
+def _describe(error: dict[str, Any]) -> str:
+    where = ".".join(str(part) for part in error.get("loc", ()) if part not in ("body", "query", "path"))
+    message = str(error.get("msg", "is invalid"))
+    if error.get("type") == "missing":
+        message = "is required"
+    return f"{where} {message}".strip() if where else message
+
+
+async def _validation_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)
+    errors = [
+        {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+        for e in error.errors()
+    ]
+    detail = "; ".join(_describe(e) for e in error.errors()) or "The request is invalid."
+    return problem_response(422, detail[:1000], kind="invalid-request", instance=request.url.path, errors=errors)
+
+
+async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return problem_response(
+        500, "The grader hit an internal error; it has been logged.", kind="internal", instance=request.url.path
+    )
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected)

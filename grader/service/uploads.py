@@ -1,0 +1,135 @@
+"""Uploads: a size cap enforced while the body streams in, and checks that a file is something gradable."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import IO
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from grader.service.problems import ProblemError, problem_response
+
+_CHUNK = 1 << 16
+
+
+class UploadTooLarge(ProblemError):
+    def __init__(self, limit_mb: float) -> None:
+        super().__init__(
+            413, f"The upload is larger than the {limit_mb:g} MB limit (GRADER_MAX_UPLOAD_MB).", kind="upload-too-large"
+        )
+
+
+class UploadLimitMiddleware:
+    """Answers 413 from Content-Length before reading anything, and counts bytes for chunked bodies."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, limit_mb: float) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.limit_mb = limit_mb
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_bytes:
+            await self._reject(scope, receive, send)
+            return
+        received = 0
+        started = False
+
+        async def counted_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise UploadTooLarge(self.limit_mb)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, tracking_send)
+        except UploadTooLarge:
+            if started:
+                raise
+            await self._reject(scope, receive, send)
+
+    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
+        error = UploadTooLarge(self.limit_mb)
+        response = problem_response(413, str(error.detail), kind=error.kind, instance=scope.get("path"))
+        response.headers["Connection"] = "close"
+        await response(scope, receive, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def check_source(content: bytes, filename: str) -> None:
+    """Refuse what cannot be a Python file, with a sentence saying which problem it has."""
+    if not content.strip():
+        raise ProblemError(422, f"The uploaded file {filename!r} is empty.", kind="empty-upload")
+    if content.startswith(b"PK\x03\x04"):
+        raise ProblemError(
+            415,
+            f"The uploaded file {filename!r} is a zip archive; this endpoint takes one .py file.",
+            kind="unsupported-upload",
+        )
+    if b"\x00" in content[:8192]:
+        raise ProblemError(
+            415, f"The uploaded file {filename!r} is binary data, not a Python source file.", kind="binary-upload"
+        )
+    try:
+        content.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ProblemError(
+            422,
+            f"The uploaded file {filename!r} is not UTF-8 text (undecodable byte at offset {error.start}).",
+            kind="undecodable-upload",
+        ) from error
+
+
+def safe_filename(filename: str | None, default: str) -> str:
+    """A name safe to use as one path component: the last part of the client's name, plain characters."""
+    name = (filename or "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = re.sub(r"[^A-Za-z0-9._ -]", "_", name).strip(" .")
+    return name[:120] or default
+
+
+def save_upload(stream: IO[bytes], folder: Path, filename: str) -> tuple[str, Path, int]:
+    """Copy an upload into `folder/<sha256>/<filename>` (content-addressed) and return hash, path, size."""
+    folder.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    size = 0
+    handle, name = tempfile.mkstemp(dir=folder, prefix=".incoming-")
+    partial = Path(name)
+    with os.fdopen(handle, "wb") as out:
+        while chunk := stream.read(_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+            out.write(chunk)
+    final_dir = folder / digest.hexdigest()
+    final_dir.mkdir(exist_ok=True)
+    final = final_dir / filename
+    if final.exists():
+        partial.unlink()
+    else:
+        shutil.move(partial, final)
+    return digest.hexdigest(), final, size
