@@ -19,7 +19,7 @@ from collections.abc import Callable
 import redis
 
 from grader.queue.broker import QueueConfig, make_broker, message_for, queue_depth
-from grader.service.jobs import GradeWork
+from grader.service.jobs import GradeWork, GradingJobs
 
 log = logging.getLogger(__name__)
 
@@ -160,11 +160,10 @@ class RedisJobQueue:
                     self.config.safe_url, type(error).__name__, error, waiting, delay)
 
 
-def redis_queue_factory(config: QueueConfig) -> Callable[..., RedisJobQueue]:
-    """A `QueueFactory` for the service: build the queue from its `GradingJobs` (for re-reading pending work)."""
+def redis_queue_factory(config: QueueConfig) -> Callable[[GradingJobs], RedisJobQueue]:
+    """A `QueueFactory` for the service: the queue re-reads unfinished work through `GradingJobs.pending`."""
 
-    def make(jobs: object) -> RedisJobQueue:
-        pending = getattr(jobs, "pending", None)
-        return RedisJobQueue(config, pending=pending)
+    def make(jobs: GradingJobs) -> RedisJobQueue:
+        return RedisJobQueue(config, pending=jobs.pending)
 
     return make

@@ -104,13 +104,12 @@ class QueueWorker:
         self._reaper = make_reaper(self.config)
         for actor_name, queue_name in ((ACTOR_SINGLE, QUEUE_SINGLE), (ACTOR_BATCH, QUEUE_BATCH)):
             dramatiq.actor(
-                self._grade,
                 broker=self._broker,
                 actor_name=actor_name,
                 queue_name=queue_name,
                 priority=PRIORITIES[actor_name],
                 max_retries=MAX_RETRIES,
-            )
+            )(self._grade)
         self._worker = dramatiq.Worker(self._broker, worker_threads=threads, worker_timeout=1000)
         self._worker.start()
         layers = ", ".join(name for name, on in self._grader.layers.items() if on)
@@ -149,8 +148,8 @@ class QueueWorker:
             self.maintain_until_stopped()
         finally:
             self.stop()
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+            for restored, handler in previous.items():
+                signal.signal(restored, handler)
 
     def maintain_until_stopped(self) -> None:
         """Every few seconds: requeue the work of workers that stopped beating, and beat for the healthcheck."""

@@ -17,7 +17,7 @@ from fastapi.staticfiles import StaticFiles
 import grader
 from grader.engine.grading import Grader
 from grader.service.api import api, public
-from grader.service.context import QueueFactory, ServiceContext, in_process_queue
+from grader.service.context import QueueFactory, ServiceContext, default_queue
 from grader.service.metrics import MetricsMiddleware
 from grader.service.problems import install_problem_handlers
 from grader.service.uploads import UploadLimitMiddleware
@@ -37,13 +37,16 @@ def create_app(
     settings: Settings | None = None,
     *,
     grader_instance: Grader | None = None,
-    make_queue: QueueFactory = in_process_queue,
+    make_queue: QueueFactory | None = None,
     dispatcher_options: dict[str, Any] | None = None,
 ) -> FastAPI:
     """Build the app; the database, sandbox and job queue start with it (lifespan) and stop with it."""
     settings = settings or get_settings()
     context = ServiceContext(
-        settings, grader=grader_instance, make_queue=make_queue, dispatcher_options=dispatcher_options
+        settings,
+        grader=grader_instance,
+        make_queue=make_queue or default_queue(settings),
+        dispatcher_options=dispatcher_options,
     )
 
     @asynccontextmanager

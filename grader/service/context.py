@@ -25,6 +25,17 @@ def in_process_queue(jobs: GradingJobs) -> JobQueue:
     return InProcessQueue(jobs.run, workers=jobs.grader.pool.size)
 
 
+def default_queue(settings: Settings) -> QueueFactory:
+    """The embedded in-process pool, or the Redis queue that `grader worker` processes consume
+    when GRADER_QUEUE_URL is set."""
+    if not settings.queue_url:
+        return in_process_queue
+    from grader.queue.broker import QueueConfig
+    from grader.queue.redis_queue import redis_queue_factory
+
+    return redis_queue_factory(QueueConfig.from_settings(settings))
+
+
 class ServiceContext:
     """Built at start-up (database migrated, sandbox up, unfinished work resumed), torn down at stop."""
 
