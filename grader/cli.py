@@ -6,11 +6,17 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from grader import __version__
 from grader.settings import get_settings
+
+if TYPE_CHECKING:  # engine imports stay lazy so --help is fast
+    from grader.engine.grading import Grader
+    from grader.engine.rubric import Rubric
+    from grader.intake import Intake, StudentResult
 
 
 class UserError(click.ClickException):
@@ -51,6 +57,11 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+LAYOUT_CHOICES = ["auto", "files", "student", "students", "blackboard", "canvas"]
+# Gradescope's visibility values (grader.export.gradescope.VISIBILITIES, kept here so --help stays fast)
+VISIBILITIES = ("hidden", "after_due_date", "after_published", "visible")
+
+
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True)
@@ -59,31 +70,200 @@ def main() -> None:
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Sandbox processes (default: one per core).")
 @click.option("--insecure-no-sandbox", "insecure", is_flag=True,
               help="DANGEROUS: grade even where student code cannot be cut off from the network.")
+@click.option("--layout", type=click.Choice(LAYOUT_CHOICES), default="auto", show_default=True,
+              help="How the input is laid out; detected unless given.")
+@click.option("--csv", "csv_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Write one row per student: key, name, total, problem scores, status, summary.")
+@click.option("--export", "export_format", type=click.Choice(["blackboard", "canvas"]), default=None,
+              help="Write a gradebook file the LMS imports (see --output, --column-id).")
+@click.option("--output", "export_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Where --export writes (default: grades-blackboard.csv or grades-canvas.csv).")
+@click.option("--column-id", default=None,
+              help="Blackboard Grade Center column id, or Canvas assignment id, to update an existing column.")
+@click.option("--assignment-name", default=None,
+              help="The assignment's name in the gradebook (default: from the LMS download, else the rubric title).")
+@click.option("--missing-as-zero", is_flag=True,
+              help="Give students with nothing to grade 0 in --export files (default: leave their cell blank).")
+@click.option("--feedback", "feedback_path", type=click.Path(path_type=Path), default=None,
+              help="Write one Markdown feedback file per student into this folder, or this .zip.")
 def grade(paths: tuple[Path, ...], output_format: str, assignment_dir: Path | None, workers: int | None,
-          insecure: bool) -> None:
-    """Grade submissions: .py files (a report each), printed as a table or JSON."""
-    from grader.export.text import class_table, submission_text
+          insecure: bool, layout: str, csv_path: Path | None, export_format: str | None, export_path: Path | None,
+          column_id: str | None, assignment_name: str | None, missing_as_zero: bool,
+          feedback_path: Path | None) -> None:
+    """Grade a .py, a student's zip or folder, a class folder or zip, or a Blackboard or Canvas download."""
+    from grader.export.text import class_summary, results_table, submission_text
+    from grader.intake import IntakeError, read_inputs
+
+    assignment = _load_assignment(assignment_dir)
+    rubric = assignment.rubric
+    try:
+        intake = read_inputs(list(paths), filename=rubric.filename, layout=None if layout == "auto" else layout)
+    except IntakeError as error:
+        raise UserError(str(error)) from error
+    single_file = len(paths) == 1 and intake.layout == "files"
+    if not single_file:
+        click.echo(f"layout: {intake.layout} ({len(intake.submissions)} students)", err=True)
+    for warning in intake.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    with _make_grader(assignment_dir, workers, insecure) as grader:
+        results = _grade_with_progress(grader, intake)
+    problems = [(p.number, p.title, sum(c.points for c in p.checks)) for p in rubric.problems]
+    one = results[0] if len(results) == 1 else None
+    if output_format == "json":
+        if single_file and one is not None and one.report is not None:
+            payload: object = one.report.model_dump(mode="json")
+        else:
+            payload = {"layout": intake.layout, "assignment": intake.assignment,
+                       "submissions": [r.as_json() for r in results]}
+        click.echo(json.dumps(payload, indent=2))
+        if sys.stderr.isatty() and one is None:
+            click.echo(class_summary(results, problems), err=True)
+    elif one is not None and one.report is not None:
+        click.echo(submission_text(one.report, title=one.key))
+    else:
+        click.echo(results_table(results, [n for n, _, _ in problems]))
+        click.echo("")
+        click.echo(class_summary(results, problems))
+    name = assignment_name or intake.assignment or rubric.title
+    _write_exports(results, rubric, name, csv_path=csv_path, export_format=export_format, export_path=export_path,
+                   column_id=column_id, missing_as_zero=missing_as_zero, feedback_path=feedback_path)
+
+
+def _grade_with_progress(grader: Grader, intake: Intake) -> list[StudentResult]:
+    """Grade a class; on a terminal, with a progress bar on standard error."""
+    from grader.intake import grade_intake
+
+    total = len(intake.submissions)
+    if total < 2 or not sys.stderr.isatty():
+        return grade_intake(grader, intake)
+    with click.progressbar(length=total, label="grading", file=sys.stderr, show_pos=True) as bar:
+        return grade_intake(grader, intake, progress=lambda done, _total, _result: bar.update(1))
+
+
+def _write_exports(results: list[StudentResult], rubric: Rubric, assignment_name: str, *, csv_path: Path | None,
+                   export_format: str | None, export_path: Path | None, column_id: str | None,
+                   missing_as_zero: bool, feedback_path: Path | None) -> None:
+    from grader.export.feedback import write_feedback
+    from grader.export.gradebook import blackboard_csv, canvas_csv, class_csv
+
+    try:
+        if csv_path is not None:
+            _write_text(csv_path, class_csv(results, rubric))
+        if export_format is not None:
+            target = export_path or Path(f"grades-{export_format}.csv")
+            exporter = blackboard_csv if export_format == "blackboard" else canvas_csv
+            text = exporter(results, assignment=assignment_name, max_score=rubric.max_score,
+                            **({"column_id": column_id} if export_format == "blackboard"
+                               else {"assignment_id": column_id}),
+                            missing_as_zero=missing_as_zero)
+            _write_text(target, text)
+        if feedback_path is not None:
+            count = write_feedback(results, feedback_path, title=f"{assignment_name}: feedback")
+            click.echo(f"wrote {count} feedback files to {feedback_path}", err=True)
+    except OSError as error:
+        raise UserError(f"cannot write {error.filename}: {error.strerror}") from error
+
+
+def _write_text(path: Path, text: str) -> None:
+    if str(path) == "-":
+        click.echo(text, nl=False)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # newline="" keeps the CSV's own CRLF row endings on every platform
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        handle.write(text)
+    click.echo(f"wrote {path}", err=True)
+
+
+@main.command()
+@click.option("--submission-dir", type=click.Path(path_type=Path), default=Path("/autograder/submission"),
+              show_default=True, help="Where Gradescope puts the student's files.")
+@click.option("--results", "results_path", type=click.Path(path_type=Path, dir_okay=False),
+              default=Path("/autograder/results/results.json"), show_default=True)
+@click.option("--visibility", type=click.Choice(VISIBILITIES), default="visible", show_default=True,
+              help="When students see the overall result.")
+@click.option("--test-visibility", type=click.Choice(VISIBILITIES), default="visible", show_default=True,
+              help="When students see each rubric check.")
+@click.option("--assignment", "assignment_dir", type=click.Path(path_type=Path, file_okay=False), default=None)
+@click.option("--insecure-no-sandbox", "insecure", is_flag=True,
+              help="Grade even where the sandbox cannot isolate (the Gradescope container is then the only wall).")
+def gradescope(submission_dir: Path, results_path: Path, visibility: str, test_visibility: str,
+               assignment_dir: Path | None, insecure: bool) -> None:
+    """Inside a Gradescope autograder: grade the submission and write results.json."""
+    from grader.export.gradescope import run_gradescope
+    from grader.intake import IntakeError
+
+    with _make_grader(assignment_dir, 1, insecure) as grader:
+        try:
+            results = run_gradescope(grader, submission_dir, results_path, visibility=visibility,
+                                     test_visibility=test_visibility)
+        except IntakeError as error:
+            raise UserError(str(error)) from error
+        except OSError as error:
+            raise UserError(f"cannot write {error.filename}: {error.strerror}") from error
+    click.echo(results["output"])
+
+
+@main.command("gradescope-build")
+@click.argument("out", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--assignment", "assignment_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Ship this assignment folder instead of Homework 5.")
+@click.option("--visibility", type=click.Choice(VISIBILITIES), default="visible", show_default=True)
+@click.option("--test-visibility", type=click.Choice(VISIBILITIES), default="visible", show_default=True)
+@click.option("--allow-unsandboxed", is_flag=True,
+              help="Grade even if the Gradescope image cannot create namespaces (student code could then "
+                   "read the reference solution).")
+def gradescope_build(out: Path, assignment_dir: Path | None, visibility: str, test_visibility: str,
+                     allow_unsandboxed: bool) -> None:
+    """Build the Gradescope autograder zip (setup.sh, run_autograder, this grader)."""
+    from grader.export.gradescope import build_autograder_zip
+
+    if assignment_dir is not None:
+        _load_assignment(assignment_dir)  # fail here, not on Gradescope
+    try:
+        names = build_autograder_zip(out, assignment_dir=assignment_dir, visibility=visibility,
+                                     test_visibility=test_visibility, allow_unsandboxed=allow_unsandboxed)
+    except OSError as error:
+        raise UserError(f"cannot write {error.filename or out}: {error.strerror}") from error
+    click.echo(f"wrote {out} ({len(names)} files): upload it as the assignment's autograder on Gradescope")
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--threshold", type=click.FloatRange(0, 1), default=0.6, show_default=True,
+              help="Report pairs where this share of one side's own code is also in the other.")
+@click.option("--min-tokens", type=click.IntRange(min=1), default=40, show_default=True,
+              help="Ignore pairs sharing fewer tokens than this (short canonical answers look alike).")
+@click.option("--starter", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+              help="Starter code to exclude (default: submissions/examples/starter.py).")
+@click.option("--no-starter", is_flag=True, help="Compare everything, starter code included.")
+@click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--layout", type=click.Choice(LAYOUT_CHOICES), default="auto", show_default=True)
+@click.option("--assignment", "assignment_dir", type=click.Path(path_type=Path, file_okay=False), default=None)
+def similarity(paths: tuple[Path, ...], threshold: float, min_tokens: int, starter: Path | None, no_starter: bool,
+               output_format: str, layout: str, assignment_dir: Path | None) -> None:
+    """Pairs of submissions whose code is suspiciously alike, with the line ranges they share."""
+    from grader.export.similarity import default_starter, find_similar, similarity_text
     from grader.intake import IntakeError, read_inputs
 
     assignment = _load_assignment(assignment_dir)
     try:
-        intake = read_inputs(list(paths), filename=assignment.rubric.filename)
+        intake = read_inputs(list(paths), filename=assignment.rubric.filename,
+                             layout=None if layout == "auto" else layout)
     except IntakeError as error:
         raise UserError(str(error)) from error
-    with _make_grader(assignment_dir, workers, insecure) as grader:
-        gradable = [(s.key, s.source) for s in intake.submissions if s.source is not None]
-        reports = grader.grade_many(gradable)
+    starter_path = None if no_starter else (starter or default_starter())
+    if starter_path is None and not no_starter:
+        click.echo("warning: no starter code found; pass --starter FILE so shared starter code is not flagged",
+                   err=True)
+    sources = {s.key: s.source for s in intake.submissions if s.source is not None}
+    report = find_similar(sources, starter=starter_path.read_bytes() if starter_path else None,
+                          threshold=threshold, min_tokens=min_tokens,
+                          starter_name=str(starter_path) if starter_path else None)
     if output_format == "json":
-        if len(paths) == 1 and len(reports) == 1 and intake.layout == "files":
-            payload: object = reports[0].model_dump(mode="json")
-        else:
-            payload = {"submissions": [r.model_dump(mode="json") for r in reports]}
-        click.echo(json.dumps(payload, indent=2))
-        return
-    if len(reports) == 1:
-        click.echo(submission_text(reports[0]))
+        click.echo(json.dumps(report.as_json(), indent=2))
     else:
-        click.echo(class_table(reports))
+        click.echo(similarity_text(report))
 
 
 @main.command()

@@ -104,8 +104,9 @@ class CallbackDispatcher:
             for delivery in repository.due_deliveries(session, utcnow()):
                 payload = repository.delivery_payload(session, delivery)
                 lease = timedelta(seconds=self.timeout * 3)
+                attempt = delivery.attempts + 1  # read before the claim updates the row
                 if payload is not None and repository.claim_delivery(session, delivery, lease):
-                    taken.append((delivery.id, delivery.url, delivery.attempts + 1, payload))
+                    taken.append((delivery.id, delivery.url, attempt, payload))
         return taken
 
     async def _attempt(self, client: httpx.AsyncClient, delivery_id: int, url: str, attempt: int,

@@ -249,15 +249,16 @@ def progress(session: Session, batch_ids: list[int]) -> dict[int, Progress]:
     """Status and done/total for each batch, counted from its submissions' states."""
     counts: dict[int, Counter[str]] = {batch_id: Counter() for batch_id in batch_ids}
     if batch_ids:
-        rows = session.execute(
+        counted = session.execute(
             select(Submission.batch_id, Submission.state, func.count())
             .where(Submission.batch_id.in_(batch_ids))
             .group_by(Submission.batch_id, Submission.state)
         )
-        for batch_id, state, count in rows:
+        for batch_id, state, count in counted:
             if batch_id is not None:
                 counts[batch_id][state] = count
-    errors = dict(session.execute(select(Batch.id, Batch.error).where(Batch.id.in_(batch_ids))).tuples().all())
+    rows = session.execute(select(Batch.id, Batch.error).where(Batch.id.in_(batch_ids)))
+    errors = {row.id: row.error for row in rows}
     return {batch_id: batch_progress(counts[batch_id], errors.get(batch_id)) for batch_id in batch_ids}
 
 
@@ -291,14 +292,16 @@ def due_deliveries(session: Session, now: datetime, limit: int = 20) -> list[Cal
 
 def claim_delivery(session: Session, delivery: CallbackDelivery, lease: timedelta) -> bool:
     """Take a delivery for one attempt; False when another dispatcher took it first."""
+    attempts = delivery.attempts
     taken = session.execute(
         update(CallbackDelivery)
         .where(
             CallbackDelivery.id == delivery.id,
             CallbackDelivery.state == "pending",
-            CallbackDelivery.attempts == delivery.attempts,
+            CallbackDelivery.attempts == attempts,
         )
-        .values(attempts=delivery.attempts + 1, next_attempt_at=utcnow() + lease)
+        .values(attempts=attempts + 1, next_attempt_at=utcnow() + lease)
+        .execution_options(synchronize_session=False)
     )
     return bool(taken.rowcount)  # type: ignore[attr-defined]
 

@@ -1,0 +1,95 @@
+"""Feedback a TA can hand back: one Markdown file per student, in a folder or a zip."""
+
+from __future__ import annotations
+
+import io
+import re
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from grader.export.text import fmt_points
+from grader.intake.results import StudentResult
+
+
+def _text(value: str) -> str:
+    """Messages quote student code and exceptions: keep them from turning into Markdown or HTML."""
+    return re.sub(r"([\\`*<>\[\]|])", r"\\\1", value.replace("\r", "").replace("\n", " "))
+
+
+def feedback_markdown(result: StudentResult, *, title: str) -> str:
+    lines = [f"# {_text(title)}", ""]
+    who = f"{result.name} ({result.key})" if result.name else result.key
+    lines.append(f"**Student:** {_text(who)}  ")
+    if result.attempt:
+        lines.append(f"**Attempt:** {_text(result.attempt)}  ")
+    if result.late:
+        lines.append("**Submitted late**  ")
+    report = result.report
+    if report is None:
+        lines += ["", f"**Score:** not graded ({fmt_points(result.max_score)} points possible)", ""]
+        lines.append(f"Nothing could be graded: {_text(result.detail or result.status)}.")
+        for note in result.warnings:
+            lines.append(f"- {_text(note)}")
+        return "\n".join(lines) + "\n"
+    lines += ["", f"**Score:** {fmt_points(report.score)} / {fmt_points(report.max_score)}", ""]
+    if report.errors:
+        lines.append("## Errors")
+        lines.append("")
+        lines += [f"- {_text(error)}" for error in report.errors]
+        lines.append("")
+    lines += ["## Problems", "", "| Problem | Score |", "|---|---|"]
+    lines += [f"| {p.number}. {_text(p.title)} | {fmt_points(p.score)} / {fmt_points(p.max_score)} |"
+              for p in report.problems]
+    for problem in report.problems:
+        lines += ["", f"### Problem {problem.number}: {_text(problem.title)}", ""]
+        for check in problem.checks:
+            mark = "passed" if check.passed else "failed"
+            lines.append(f"- **{_text(check.name)}** ({mark}): {fmt_points(check.score)} / "
+                         f"{fmt_points(check.max_score)}")
+            if check.message and not check.passed:
+                lines.append(f"  - {_text(check.message)}")
+            if check.hint and not check.passed:
+                lines.append(f"  - Hint: {_text(check.hint)}")
+    if report.warnings:
+        lines += ["", "## Notes", ""]
+        lines += [f"- {_text(w)}" for w in report.warnings]
+    return "\n".join(lines) + "\n"
+
+
+def feedback_filename(key: str, taken: set[str]) -> str:
+    """A file name from a student key that no archive or file system can misread (no `/`, no `..`)."""
+    base = re.sub(r"[^A-Za-z0-9._-]+", "_", key).strip("._") or "student"
+    name = f"{base}.md"
+    n = 2
+    while name.lower() in taken:
+        name = f"{base}-{n}.md"
+        n += 1
+    taken.add(name.lower())
+    return name
+
+
+def feedback_files(results: Sequence[StudentResult], *, title: str) -> dict[str, str]:
+    taken: set[str] = set()
+    return {feedback_filename(r.key, taken): feedback_markdown(r, title=title) for r in results}
+
+
+def feedback_zip(results: Sequence[StudentResult], *, title: str) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, text in feedback_files(results, title=title).items():
+            archive.writestr(name, text)
+    return buffer.getvalue()
+
+
+def write_feedback(results: Sequence[StudentResult], destination: Path, *, title: str) -> int:
+    """Write a `.zip` when the destination is named so, else a folder of `.md` files; returns how many."""
+    files = feedback_files(results, title=title)
+    if destination.suffix.lower() == ".zip":
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        destination.write_bytes(feedback_zip(results, title=title))
+    else:
+        destination.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            (destination / name).write_text(text, encoding="utf-8")
+    return len(files)

@@ -1,0 +1,359 @@
+"""The HTTP API through TestClient: every endpoint, every error shape, auth, uploads, regrades, callbacks."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import hmac
+import io
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from grader.engine.grading import Grader
+from tests.conftest import EXAMPLES
+from tests.service_helpers import service_client, wait_for_batch
+
+PROBLEM = "application/problem+json"
+
+
+@pytest.fixture
+def client(grader: Grader, tmp_path: Path) -> Iterator[TestClient]:
+    with service_client(grader, tmp_path) as test_client:
+        yield test_client
+
+
+def upload(name: str, content: bytes | None = None) -> dict[str, tuple[str, bytes]]:
+    return {"file": (name, content if content is not None else (EXAMPLES / name).read_bytes())}
+
+
+def assert_problem(response: httpx.Response, status: int, *words: str) -> dict[str, object]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith(PROBLEM)
+    body = response.json()
+    assert body["status"] == status and body["title"] and body["type"]
+    for word in words:
+        assert word in body["detail"], body["detail"]
+    return body
+
+
+# --- health, docs, metrics ---------------------------------------------------------------------------
+
+
+def test_healthz_reports_layers_and_version(client: TestClient, grader: Grader) -> None:
+    body = client.get("/healthz").json()
+    assert body["status"] == "ok"
+    assert body["version"] == "0.1.0"
+    assert body["layers"] == grader.layers and body["layers"]["no_network"] is True
+    assert body["rubric_version"] == grader.assignment.rubric.version
+
+
+def test_docs_are_served_without_any_outside_host(client: TestClient) -> None:
+    page = client.get("/docs")
+    assert page.status_code == 200
+    assert "http://" not in page.text and "https://" not in page.text
+    assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
+    assert client.get("/docs-assets/swagger-ui.css").status_code == 200
+    redoc = client.get("/redoc")
+    assert redoc.status_code == 200 and "fonts.googleapis" not in redoc.text
+    schema = client.get("/openapi.json").json()
+    assert "/api/v1/batches/{batch_id}/grades.csv" in schema["paths"]
+
+
+def test_openapi_documents_what_the_web_page_needs(client: TestClient) -> None:
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    student = schemas["BatchStudent"]["properties"]
+    for field in ("submission_id", "student", "name", "late", "score", "max_score", "problems", "status",
+                  "limits_hit", "errors", "policy_violation"):
+        assert field in student
+    summary = set(schemas["BatchSummary"]["properties"])
+    assert {"id", "created_at", "filename", "layout", "status", "progress"} <= summary
+    assert "source" in schemas["SubmissionDetail"]["properties"]
+
+
+def test_metrics_count_requests_gradings_and_limits(client: TestClient) -> None:
+    assert client.post("/api/v1/grade", files=upload("memory_blowup_in_l2.py")).status_code == 200
+    text = client.get("/metrics").text
+    assert 'grader_http_requests_total{method="POST",route="/api/v1/grade",status="200"} 1.0' in text
+    assert "grader_grading_duration_seconds_count 1.0" in text
+    assert 'grader_sandbox_limits_hit_total{limit="memory"} 1.0' in text
+    assert "grader_queue_depth 0.0" in text
+
+
+# --- grading one file --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["correct.py", "typo_arange.py", "syntax_error.py", "forbidden_torch.py"])
+def test_grade_returns_the_cli_json_plus_an_id(client: TestClient, grader: Grader, name: str,
+                                               expected_examples: dict[str, dict[str, object]]) -> None:
+    response = client.post("/api/v1/grade", files=upload(name))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert isinstance(body.pop("id"), int)
+    cli = grader.grade((EXAMPLES / name).read_bytes(), student=Path(name).stem).model_dump(mode="json")
+    body.pop("seconds"), cli.pop("seconds")
+    assert body == cli
+    assert body["score"] == expected_examples[name]["score"]
+
+
+def test_graded_file_is_stored_with_its_hash_source_and_result(client: TestClient) -> None:
+    source = (EXAMPLES / "l2_missing_half.py").read_bytes()
+    graded = client.post("/api/v1/grade", files=upload("l2_missing_half.py"), data={"student": "ada"}).json()
+    stored = client.get(f"/api/v1/submissions/{graded['id']}").json()
+    assert stored["sha256"] == hashlib.sha256(source).hexdigest()
+    assert stored["source"] == source.decode()
+    assert stored["student"] == "ada" and stored["status"] == "graded"
+    assert stored["result"]["score"] == graded["score"] == 8.5
+    assert stored["result"]["rubric_version"] and stored["result"]["seed"] == 4391
+    assert [h["generation"] for h in stored["history"]] == [1]
+
+
+@pytest.mark.parametrize(
+    ("content", "status", "words"),
+    [
+        (b"", 422, ["empty"]),
+        (b"   \n\n", 422, ["empty"]),
+        (b"\x7fELF\x02\x01\x01\x00\x00\x00binary", 415, ["binary"]),
+        (b"x = '\xff\xfe caf\xe9'\n", 422, ["UTF-8"]),
+        (b"PK\x03\x04" + b"\x00" * 40, 415, ["zip"]),
+    ],
+)
+def test_unusable_files_get_a_4xx_saying_why(client: TestClient, content: bytes, status: int,
+                                             words: list[str]) -> None:
+    assert_problem(client.post("/api/v1/grade", files=upload("layers.py", content)), status, *words)
+
+
+def test_missing_or_malformed_form_is_a_422(client: TestClient) -> None:
+    body = assert_problem(client.post("/api/v1/grade", data={"student": "x"}), 422, "file")
+    assert body["errors"]
+    assert_problem(client.post("/api/v1/grade", content=b"{}", headers={"content-type": "application/json"}), 422)
+    assert_problem(client.post("/api/v1/grade", content=b"--x\r\ngarbage",
+                               headers={"content-type": "multipart/form-data; boundary=x"}), 422)
+
+
+def test_oversized_uploads_get_413_by_length_and_while_streaming(grader: Grader, tmp_path: Path) -> None:
+    with service_client(grader, tmp_path, max_upload_mb=0.05) as small:
+        too_big = b"# padding\n" * 10_000  # 100 kB > 50 kB
+        assert_problem(small.post("/api/v1/grade", files=upload("layers.py", too_big)), 413, "0.05 MB")
+        assert_problem(small.post("/api/v1/batches", files=upload("layers.py", too_big)), 413)
+
+        def chunks() -> Iterator[bytes]:
+            for _ in range(100):
+                yield b"#" * 4096
+
+        # chunked, no Content-Length: the byte count trips (test_service_live checks it stops reading early)
+        streamed = small.post("/api/v1/grade", content=chunks(),
+                              headers={"content-type": "multipart/form-data; boundary=b"})
+        assert "content-length" not in streamed.request.headers
+        assert_problem(streamed, 413)
+        assert small.post("/api/v1/grade", files=upload("correct.py")).status_code == 200
+
+
+def test_not_found_and_wrong_method_are_problems(client: TestClient) -> None:
+    assert_problem(client.get("/no/such/page"), 404)
+    assert_problem(client.get("/api/v1/submissions/999"), 404, "999")
+    assert_problem(client.get("/api/v1/batches/999"), 404, "999")
+    assert_problem(client.get("/api/v1/batches/999/grades.csv"), 404)
+    assert_problem(client.post("/api/v1/batches/999/regrade"), 404)
+    assert_problem(client.post("/api/v1/submissions/999/regrade"), 404)
+    assert_problem(client.delete("/api/v1/grade"), 405)
+    assert_problem(client.get("/api/v1/submissions/abc"), 422)
+    assert_problem(client.get("/api/v1/submissions/99999999999999999999"), 422)
+    assert_problem(client.get("/api/v1/batches?limit=0"), 422, "limit")
+
+
+def test_an_internal_error_is_a_problem_not_a_traceback(grader: Grader, tmp_path: Path) -> None:
+    with service_client(grader, tmp_path) as broken:
+        broken.app.state.service._database = None  # type: ignore[attr-defined]
+        with TestClient(broken.app, raise_server_exceptions=False) as same_app:
+            response = same_app.get("/api/v1/batches")
+        body = assert_problem(response, 500, "internal error")
+        assert "Traceback" not in response.text and "assert" not in str(body)
+
+
+# --- auth ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def locked(grader: Grader, tmp_path: Path) -> Iterator[TestClient]:
+    with service_client(grader, tmp_path, api_tokens="alpha-token, beta-token") as test_client:
+        yield test_client
+
+
+def test_tokens_are_required_when_configured(locked: TestClient) -> None:
+    body = assert_problem(locked.get("/api/v1/batches"), 401, "Bearer")
+    assert "alpha" not in json.dumps(body)
+    assert locked.get("/api/v1/batches").headers["www-authenticate"].startswith("Bearer")
+    assert_problem(locked.get("/api/v1/batches", headers={"Authorization": "Bearer alpha"}), 401, "not valid")
+    assert_problem(locked.get("/api/v1/batches", headers={"Authorization": "Basic alpha-token"}), 401)
+    assert_problem(locked.post("/api/v1/grade", files=upload("correct.py")), 401)
+    assert_problem(locked.get("/metrics"), 401)
+    for token in ("alpha-token", "beta-token"):
+        assert locked.get("/api/v1/batches", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    assert locked.get("/healthz").status_code == 200
+    assert locked.get("/openapi.json").status_code == 200
+
+
+def test_cookie_login_for_the_web_page(locked: TestClient) -> None:
+    refused = locked.post("/login", data={"token": "wrong"}, follow_redirects=False)
+    assert_problem(refused, 401)
+    assert "set-cookie" not in refused.headers
+    accepted = locked.post("/login", data={"token": "beta-token", "next": "/api/v1/batches"}, follow_redirects=False)
+    assert accepted.status_code == 303 and accepted.headers["location"] == "/api/v1/batches"
+    cookie = accepted.headers["set-cookie"]
+    assert cookie.startswith("grader_token=beta-token") and "HttpOnly" in cookie and "SameSite=strict" in cookie
+    assert locked.get("/api/v1/batches").status_code == 200  # the client now sends the cookie
+    offsite = locked.post("/login", data={"token": "beta-token", "next": "//evil.example/x"}, follow_redirects=False)
+    assert offsite.headers["location"] == "/"
+    locked.post("/logout", follow_redirects=False)
+    locked.cookies.clear()
+    assert locked.get("/api/v1/batches").status_code == 401
+
+
+def test_token_comparison_accepts_only_exact_tokens() -> None:
+    from grader.service.auth import token_is_valid
+
+    assert token_is_valid("abc", ["zzz", "abc"])
+    assert not token_is_valid("ab", ["abc"]) and not token_is_valid("abcd", ["abc"]) and not token_is_valid("", ["a"])
+
+
+# --- batches --------------------------------------------------------------------------------------------
+
+
+def test_batch_is_accepted_then_graded_with_progress_and_csv(client: TestClient) -> None:
+    response = client.post("/api/v1/batches", files=upload("typo_arange.py"))
+    assert response.status_code == 202, response.text
+    location = response.headers["location"]
+    accepted = response.json()
+    assert location == f"/api/v1/batches/{accepted['id']}"
+    assert accepted["status"] in ("queued", "running", "done") and accepted["progress"]["total"] == 1
+    batch = wait_for_batch(client, location)
+    assert batch["status"] == "done" and batch["progress"] == {"done": 1, "total": 1}
+    (row,) = batch["submissions"]
+    assert row["student"] == "typo_arange" and row["status"] == "graded" and row["score"] == 7
+    assert [p["score"] for p in row["problems"]] == [3, 2, 0, 2]
+    assert row["limits_hit"] == [] and row["policy_violation"] is False and row["late"] is False
+    detail = client.get(f"/api/v1/submissions/{row['submission_id']}").json()
+    assert detail["batch_id"] == accepted["id"] and "np.arange" in detail["source"].replace("arrange", "arange")
+    grades = client.get(f"{location}/grades.csv")
+    assert grades.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(grades.text)))
+    assert rows[0]["student"] == "typo_arange" and float(rows[0]["score"]) == 7
+
+
+def test_batch_list_is_newest_first(client: TestClient) -> None:
+    ids = [client.post("/api/v1/batches", files=upload(n)).json()["id"] for n in ("correct.py", "starter.py")]
+    listed = client.get("/api/v1/batches").json()["batches"]
+    assert [b["id"] for b in listed] == ids[::-1]
+    assert {"created_at", "filename", "layout", "status", "progress"} <= set(listed[0])
+    assert client.get("/api/v1/batches?limit=1&offset=1").json()["batches"][0]["id"] == ids[0]
+
+
+def test_unreadable_batch_upload_is_a_4xx(client: TestClient) -> None:
+    assert_problem(client.post("/api/v1/batches", files=upload("notes.txt", b"hello")), 422, "notes.txt")
+    assert_problem(client.post("/api/v1/batches", files=upload("layers.py", b"")), 422, "empty")
+
+
+def test_csv_cells_cannot_run_as_spreadsheet_formulas(client: TestClient) -> None:
+    graded = client.post("/api/v1/batches", files=upload("-cmd.py", (EXAMPLES / "correct.py").read_bytes()))
+    wait_for_batch(client, graded.headers["location"])
+    text = client.get(f"{graded.headers['location']}/grades.csv").text
+    assert "\r\n'-cmd," in text
+
+
+# --- regrading -------------------------------------------------------------------------------------------
+
+
+def test_regrade_submission_keeps_history_and_one_final_record(client: TestClient) -> None:
+    graded = client.post("/api/v1/grade", files=upload("grad_b_keepdims.py")).json()
+    again = client.post(f"/api/v1/submissions/{graded['id']}/regrade")
+    assert again.status_code == 202 and again.headers["location"] == f"/api/v1/submissions/{graded['id']}"
+    deadline = time.monotonic() + 30
+    while (detail := client.get(again.headers["location"]).json())["status"] != "graded":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert [h["generation"] for h in detail["history"]] == [1, 2]
+    assert detail["result"]["score"] == graded["score"] == 9
+
+
+def test_regrade_batch_grades_every_student_again(client: TestClient) -> None:
+    location = client.post("/api/v1/batches", files=upload("relu_ge_zero.py")).headers["location"]
+    first = wait_for_batch(client, location)
+    response = client.post(f"{location}/regrade")
+    assert response.status_code == 202
+    second = wait_for_batch(client, location)
+    submission = client.get(f"/api/v1/submissions/{second['submissions'][0]['submission_id']}").json()
+    assert [h["generation"] for h in submission["history"]] == [1, 2]
+    assert second["submissions"][0]["score"] == first["submissions"][0]["score"] == 10
+
+
+# --- callbacks ---------------------------------------------------------------------------------------------
+
+
+class Receiver:
+    """Plays an LMS endpoint: fails the first attempt, then accepts, remembering what arrived."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.requests: list[httpx.Request] = []
+        self.arrived = threading.Event()
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if len(self.requests) <= self.failures:
+            return httpx.Response(503)
+        self.arrived.set()
+        return httpx.Response(204)
+
+
+def test_callback_is_signed_retried_and_recorded(grader: Grader, tmp_path: Path) -> None:
+    receiver = Receiver(failures=1)
+    options = {"transport": httpx.MockTransport(receiver), "base_delay": 0.05, "poll_seconds": 0.05}
+    with service_client(grader, tmp_path, callback_secret="hush", dispatcher_options=options) as test_client:
+        response = test_client.post("/api/v1/grade", files=upload("correct.py"),
+                                    data={"callback_url": "https://lms.example/hook?x=1"})
+        assert response.status_code == 202, response.text
+        accepted = response.json()
+        assert accepted["status"] == "queued" and response.headers["location"] == accepted["url"]
+        assert receiver.arrived.wait(30)
+        deadline = time.monotonic() + 10
+        while (state := test_client.get(accepted["url"]).json()["callback"])["state"] != "delivered":
+            assert time.monotonic() < deadline, state
+            time.sleep(0.05)
+    assert state["attempts"] == 2 and state["last_status"] == 204
+    final = receiver.requests[-1]
+    assert str(final.url) == "https://lms.example/hook?x=1"
+    expected = "sha256=" + hmac.new(b"hush", final.content, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(final.headers["x-grader-signature"], expected)
+    body = json.loads(final.content)
+    assert body["id"] == accepted["id"] and body["score"] == 10
+    assert receiver.requests[0].headers["x-grader-delivery"] == final.headers["x-grader-delivery"]
+
+
+def test_callback_gives_up_after_the_last_attempt(grader: Grader, tmp_path: Path) -> None:
+    receiver = Receiver(failures=100)
+    options = {"transport": httpx.MockTransport(receiver), "base_delay": 0.01, "poll_seconds": 0.02,
+               "max_attempts": 3}
+    with service_client(grader, tmp_path, callback_secret="hush", dispatcher_options=options) as test_client:
+        accepted = test_client.post("/api/v1/grade", files=upload("correct.py"),
+                                    data={"callback_url": "http://127.0.0.1:9/hook"}).json()
+        deadline = time.monotonic() + 20
+        while (state := test_client.get(accepted["url"]).json()["callback"] or {}).get("state") != "failed":
+            assert time.monotonic() < deadline, state
+            time.sleep(0.05)
+    assert state["attempts"] == 3 and len(receiver.requests) == 3 and "503" in state["last_error"]
+
+
+def test_callback_needs_a_secret_and_a_real_url(client: TestClient, grader: Grader, tmp_path: Path) -> None:
+    assert_problem(client.post("/api/v1/grade", files=upload("correct.py"), data={"callback_url": "https://a.b/c"}),
+                   422, "GRADER_CALLBACK_SECRET")
+    with service_client(grader, tmp_path / "s", callback_secret="k") as signed:
+        for bad in ("ftp://a.b/c", "not a url", "/relative"):
+            assert_problem(signed.post("/api/v1/grade", files=upload("correct.py"), data={"callback_url": bad}),
+                           422, "callback_url")

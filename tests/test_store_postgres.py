@@ -1,0 +1,84 @@
+"""The PostgreSQL path against the real server on 127.0.0.1:5432, in a database of the test's own."""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from grader.engine.grading import Grader
+from grader.service.jobs import GradeWork, GradingJobs
+from grader.store.database import Database, open_database
+from tests.conftest import EXAMPLES
+from tests.service_helpers import service_client, wait_for_batch
+from tests.test_store import add_batch, assert_schema_matches_models, result_counts
+
+SERVER = os.environ.get("GRADER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _admin() -> psycopg.Connection:
+    """An autocommit connection to the server, for CREATE and DROP DATABASE."""
+    try:
+        return psycopg.connect(SERVER, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as error:
+        message = f"PostgreSQL is not reachable at {SERVER} ({error.__class__.__name__}); start it to run this test"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    name = f"hwgrader_test_{uuid.uuid4().hex[:12]}"
+    with _admin() as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    base = SERVER.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with _admin() as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_database(postgres_url: str) -> Iterator[Database]:
+    database = open_database(postgres_url)
+    yield database
+    database.dispose()
+
+
+def test_postgres_migrates_to_the_models(pg_database: Database) -> None:
+    assert pg_database.engine.dialect.driver == "psycopg"
+    assert_schema_matches_models(pg_database)
+
+
+def test_postgres_concurrent_duplicates_grade_once(pg_database: Database, grader: Grader) -> None:
+    ids = add_batch(pg_database, ["correct.py", "typo_arange.py"])
+    jobs = GradingJobs(pg_database, grader)
+    threads = [threading.Thread(target=jobs.run, args=(GradeWork(i, 1),)) for i in ids for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert result_counts(pg_database) == {(i, 1): 1 for i in ids}
+
+
+def test_service_on_postgres(postgres_url: str, grader: Grader, tmp_path: Path) -> None:
+    client: TestClient
+    with service_client(grader, tmp_path, database_url=postgres_url) as client:
+        correct = (EXAMPLES / "correct.py").read_bytes()
+        graded = client.post("/api/v1/grade", files={"file": ("layers.py", correct)})
+        assert graded.status_code == 200 and graded.json()["score"] == 10
+        location = client.post("/api/v1/batches", files={
+            "file": ("l2.py", (EXAMPLES / "l2_missing_half.py").read_bytes())}).headers["location"]
+        batch = wait_for_batch(client, location)
+        assert batch["status"] == "done" and batch["submissions"][0]["score"] == 8.5
+        stored = client.get(f"/api/v1/submissions/{graded.json()['id']}").json()
+        assert stored["result"]["score"] == 10 and stored["source"] == correct.decode()
+
