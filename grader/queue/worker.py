@@ -113,9 +113,9 @@ class QueueWorker:
         self._worker = dramatiq.Worker(self._broker, worker_threads=threads, worker_timeout=1000)
         self._worker.start()
         layers = ", ".join(name for name, on in self._grader.layers.items() if on)
-        log.info("worker %s grading on %d threads from %s (namespace %r); database %s; sandbox layers: %s",
-                 os.getpid(), threads, self.config.safe_url, self.config.namespace, self._safe_database_url(),
-                 layers)
+        log.info("worker %s (broker id %s) grading on %d threads from %s (namespace %r); database %s; "
+                 "sandbox layers: %s", os.getpid(), self._broker.broker_id, threads, self.config.safe_url,
+                 self.config.namespace, self._safe_database_url(), layers)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Finish the submissions being graded, hand prefetched ones back to Redis, close the sandbox."""
