@@ -180,11 +180,15 @@ class QueueWorker:
         """The actor: run one work item, waiting out a database outage for up to DB_RETRY_WINDOW."""
         assert self._jobs is not None
         work = GradeWork(submission_id, batch_id)
-        deadline = time.monotonic() + DB_RETRY_WINDOW
+        started = time.monotonic()
+        deadline = started + DB_RETRY_WINDOW
         delay = 1.0
         while True:
             try:
                 outcome = self._jobs.run(work)
+                if delay > 1.0:
+                    log.info("database reachable again after %.0f s; submission %s is recorded",
+                             time.monotonic() - started, submission_id)
                 break
             except Exception as error:
                 if not database_unavailable(error):
