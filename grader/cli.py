@@ -304,15 +304,16 @@ def serve(host: str, port: int) -> None:
 
 
 @main.command()
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="Submissions graded at once, one sandbox process each (default: GRADER_WORKERS, else one per core).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Sandbox processes, each grading one submission at a time (default: GRADER_WORKERS, else one "
+                   "per core).")
 @click.option("--insecure-no-sandbox", "insecure", is_flag=True,
               help="DANGEROUS: grade even where student code cannot be cut off from the network.")
 @click.option("--heartbeat-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="File touched every few seconds while the worker runs (default /tmp/grader-worker.heartbeat).")
 @click.option("--check", is_flag=True,
               help="Do not grade: exit 0 if a worker here touched its heartbeat file in the last minute (healthcheck).")
-def worker(threads: int | None, insecure: bool, heartbeat_file: Path | None, check: bool) -> None:
+def worker(workers: int | None, insecure: bool, heartbeat_file: Path | None, check: bool) -> None:
     """Grade work items from the Redis queue (GRADER_QUEUE_URL) into the database (GRADER_DATABASE_URL)."""
     from grader.queue.worker import HEARTBEAT_FILE, heartbeat_is_fresh
 
@@ -322,10 +323,10 @@ def worker(threads: int | None, insecure: bool, heartbeat_file: Path | None, che
             raise click.ClickException(f"no worker has touched {heartbeat} in the last minute")
         click.echo("worker alive")
         return
-    _run_worker(threads, insecure, heartbeat)
+    _run_worker(workers, insecure, heartbeat)
 
 
-def _run_worker(threads: int | None, insecure: bool, heartbeat: Path) -> None:
+def _run_worker(sandboxes: int | None, insecure: bool, heartbeat: Path) -> None:
     from grader.queue.broker import QueueConfig
     from grader.queue.worker import QueueWorker
     from grader.sandbox.isolation import SandboxUnavailable
@@ -341,7 +342,7 @@ def _run_worker(threads: int | None, insecure: bool, heartbeat: Path) -> None:
             settings.data_dir)
     if insecure:
         settings = settings.model_copy(update={"insecure_no_sandbox": True})
-    queue_worker = QueueWorker(settings, QueueConfig.from_settings(settings), threads=threads,
+    queue_worker = QueueWorker(settings, QueueConfig.from_settings(settings), sandboxes=sandboxes,
                                heartbeat_file=heartbeat)
     try:
         queue_worker.run_forever()

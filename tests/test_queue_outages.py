@@ -66,7 +66,7 @@ def _final_records(database: Database, batch_id: int) -> dict[str, list[float]]:
 
 @contextmanager
 def running_worker(settings: Settings, config: QueueConfig, grader: Grader, tmp_path: Path) -> Iterator[QueueWorker]:
-    worker = QueueWorker(settings, config, threads=2, grader=grader, heartbeat_file=tmp_path / "beat")
+    worker = QueueWorker(settings, config, grader=grader, heartbeat_file=tmp_path / "beat")
     worker.start()
     loop = threading.Thread(target=worker.maintain_until_stopped, daemon=True)
     loop.start()

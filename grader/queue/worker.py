@@ -47,6 +47,11 @@ HEARTBEAT_MAX_AGE = 60.0
 DB_RETRY_WINDOW = 120.0  # seconds a job waits for the database before it goes back to the queue
 MAX_DB_DELAY = 15.0
 SUMMARY_INTERVAL = 30.0
+# Two grading threads per sandbox process: while one waits on the database (claim, record: a few
+# commits), the other keeps the sandbox busy. The pool itself never runs more than one job per process.
+THREADS_PER_SANDBOX = 2
+PREFETCH_PER_THREAD = 4  # messages a worker holds per grading thread; all of them are requeued if it dies
+WORKER_POLL_MS = 200  # longest pause of an idle consumer between looks at the queue
 
 
 def database_unavailable(error: BaseException) -> bool:
@@ -69,13 +74,13 @@ class QueueWorker:
         settings: Settings,
         config: QueueConfig,
         *,
-        threads: int | None = None,
+        sandboxes: int | None = None,
         grader: Grader | None = None,
         heartbeat_file: Path | None = HEARTBEAT_FILE,
     ) -> None:
         self.settings = settings
         self.config = config
-        self.threads = threads
+        self.sandboxes = sandboxes
         self.heartbeat_file = heartbeat_file
         self.stopping = threading.Event()
         self._given_grader = grader
@@ -95,10 +100,10 @@ class QueueWorker:
         if self._grader is None:
             self._grader = Grader(
                 load_assignment(self.settings.assignment_dir),
-                workers=self.threads or self.settings.workers or None,
+                workers=self.sandboxes or self.settings.workers or None,
                 allow_insecure=self.settings.insecure_no_sandbox,
             )
-        threads = self.threads or self._grader.pool.size
+        threads = THREADS_PER_SANDBOX * self._grader.pool.size
         self._jobs = GradingJobs(self._database, self._grader, on_outcome=self._count)
         self._broker = make_broker(self.config)
         self._reaper = make_reaper(self.config)
@@ -110,11 +115,16 @@ class QueueWorker:
                 priority=PRIORITIES[actor_name],
                 max_retries=MAX_RETRIES,
             )(self._grade)
-        self._worker = dramatiq.Worker(self._broker, worker_threads=threads, worker_timeout=1000)
+        # Dramatiq's consumer fetches only when fewer than `prefetch` messages are in hand and then backs
+        # off for up to `worker_timeout`: its default (2 per thread, 1 s) leaves a thread idle for most of
+        # that pause after a run of ~50 ms gradings. A deeper prefetch and a short poll keep it busy.
+        self._worker = dramatiq.Worker(self._broker, worker_threads=threads, worker_timeout=WORKER_POLL_MS)
+        self._worker.queue_prefetch = PREFETCH_PER_THREAD * threads
         self._worker.start()
         layers = ", ".join(name for name, on in self._grader.layers.items() if on)
-        log.info("worker %s (broker id %s) grading on %d threads from %s (namespace %r); database %s; "
-                 "sandbox layers: %s", os.getpid(), self._broker.broker_id, threads, self.config.safe_url,
+        log.info("worker %s (broker id %s) grading with %d sandbox processes (%d threads) from %s (namespace %r); "
+                 "database %s; sandbox layers: %s", os.getpid(), self._broker.broker_id, self._grader.pool.size,
+                 threads, self.config.safe_url,
                  self.config.namespace, self._safe_database_url(), layers)
 
     def stop(self, timeout: float = 30.0) -> None:
