@@ -137,7 +137,8 @@ def test_compose_validates_and_hardens_the_workers() -> None:
     assert worker["mem_limit"] and worker["pids_limit"] and worker["cpus"]
     for name in ("redis", "postgres"):
         assert services[name]["healthcheck"]["test"]
-        assert any(":" in str(volume) and not str(volume).startswith(("/", ".")) for volume in services[name]["volumes"])
+        volumes = [str(volume) for volume in services[name]["volumes"]]
+        assert any(":" in volume and not volume.startswith(("/", ".")) for volume in volumes), "a named volume"
     assert set(config["volumes"]) >= {"redis-data", "postgres-data"}
     api = services["api"]
     assert api["environment"]["GRADER_API_TOKENS"] == "secret-token"
