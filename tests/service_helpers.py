@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import time
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,3 +42,28 @@ def wait_for_batch(client: TestClient, location: str, timeout: float = 60.0, **k
             return body
         assert time.monotonic() < deadline, f"batch still {body['status']} after {timeout} s: {body['progress']}"
         time.sleep(0.05)
+
+
+def zip_bytes(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, content in files.items():
+            archive.writestr(name, content)
+    return buffer.getvalue()
+
+
+def blackboard_zip(students: dict[str, tuple[str, bytes | None]], assignment: str = "Homework 5") -> bytes:
+    """A Blackboard "Download Assignment" zip: per attempt, the file and a receipt (also with no file)."""
+    files: dict[str, bytes] = {}
+    for username, (name, source) in students.items():
+        prefix = f"{assignment}_{username}_attempt_2024-10-01-12-00-00"
+        listing = ("Files:\n\tOriginal filename: layers.py\n\tFilename: " + f"{prefix}_layers.py\n"
+                   if source is not None else "Files:\n\tNo files were attached to this submission.\n")
+        files[f"{prefix}.txt"] = (
+            f"Name: {name} ({username})\nAssignment: {assignment}\nDate Submitted: Tuesday, October 1, 2024\n"
+            f"Current Grade: Needs Grading\n\nSubmission Field:\nThere is no student submission text data.\n\n"
+            f"Comments:\nThere are no student comments for this assignment.\n\n{listing}"
+        ).encode()
+        if source is not None:
+            files[f"{prefix}_layers.py"] = source
+    return zip_bytes(files)
