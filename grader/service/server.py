@@ -51,7 +51,7 @@ def serve(host: str, port: int, settings: Settings) -> None:
     from grader.store.database import DatabaseError
 
     check_bind(host, settings)
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # "running upgrade" lines only when one runs
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # start-up chatter, not news
     app = create_app(settings)
     try:
         # started before uvicorn so that a failure is one sentence, not a startup traceback
