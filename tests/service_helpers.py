@@ -33,9 +33,10 @@ def settings_for(data_dir: Path, **overrides: Any) -> Settings:
 @contextmanager
 def service_client(grader: Grader, data_dir: Path, **overrides: Any) -> Iterator[TestClient]:
     dispatcher_options = overrides.pop("dispatcher_options", None)
+    raise_server_exceptions = overrides.pop("raise_server_exceptions", True)
     app = create_app(settings_for(data_dir, **overrides), grader_instance=grader,
                      dispatcher_options=dispatcher_options)
-    with TestClient(app) as client:
+    with TestClient(app, raise_server_exceptions=raise_server_exceptions) as client:
         yield client
 
 

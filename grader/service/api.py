@@ -51,7 +51,7 @@ SubmissionId = Annotated[int, Path(ge=1, le=2**31 - 1, description="a submission
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": Problem, "content": {"application/problem+json": {}}}
-    for code in (401, 404, 409, 413, 415, 422, 503)
+    for code in (400, 401, 404, 409, 413, 415, 422, 503)
 }
 
 
@@ -106,11 +106,12 @@ def _local_path(target: str) -> str:
     tags=["auth"],
     status_code=303,
     response_class=RedirectResponse,
-    responses={303: {"description": "token accepted; cookie set"}, 401: ERRORS[401], 422: ERRORS[422]},
+    responses={303: {"description": "token accepted; cookie set"},
+               **{code: ERRORS[code] for code in (400, 401, 413, 422)}},
 )
 def login(
     request: Request,
-    token: Annotated[str, Form(max_length=4096, description="an API token")],
+    token: Annotated[str, Form(min_length=1, max_length=4096, description="an API token")],
     next_url: Annotated[str, Form(alias="next", max_length=2048, description="where to go afterwards")] = "/",
 ) -> RedirectResponse:
     """Exchange a valid token for the `grader_token` cookie (HttpOnly, SameSite=Strict) for the web page."""
