@@ -179,18 +179,20 @@ async def grade(
     new = repository.NewSubmission(student=(student or "").strip() or PurePath(filename).stem, source=content,
                                    origin=origin)
 
-    def store() -> int:
-        with ctx.database.session() as session:
-            return repository.create_submission(session, new, callback_url=target).id
-
-    submission_id = await to_thread.run_sync(store, limiter=ctx.limiter)
     if target is not None:
+
+        def store() -> int:
+            with ctx.database.session() as session:
+                return repository.create_submission(session, new, callback_url=target).id
+
+        submission_id = await to_thread.run_sync(store, limiter=ctx.limiter)
         ctx.queue.submit(GradeWork(submission_id))
         url = str(request.url_for("get_submission", submission_id=submission_id).path)
         accepted = Accepted(id=submission_id, status="queued", url=url, callback_url=target)
         return JSONResponse(accepted.model_dump(), status_code=202, headers={"Location": url})
-    report = await to_thread.run_sync(_grade_now, ctx, submission_id, limiter=ctx.limiter)
-    return GradeResult(**report.model_dump(), id=submission_id)
+    submission_id, report = await to_thread.run_sync(_grade_now, ctx, new, limiter=ctx.limiter)
+    # built by hand: the report is already validated, and this is the hot path
+    return JSONResponse({**report.model_dump(mode="json"), "id": submission_id})
 
 
 def _one_student_zip(ctx: ServiceContext, content: bytes, filename: str) -> tuple[bytes, str]:
@@ -223,18 +225,19 @@ def _client_path(text: str, path: FilePath, filename: str) -> str:
     return text.replace(str(path), filename)
 
 
-def _grade_now(ctx: ServiceContext, submission_id: int) -> SubmissionReport:
-    work = GradeWork(submission_id)
-    outcome = ctx.jobs.run(work)
+def _grade_now(ctx: ServiceContext, new: repository.NewSubmission) -> tuple[int, SubmissionReport]:
+    """Store, grade and record one file on this thread; a failed run is retried like a queued one."""
+    outcome = ctx.jobs.grade_new(new)
+    submission_id = outcome.work.submission_id
     while outcome.retry:
-        outcome = ctx.jobs.run(work)
+        outcome = ctx.jobs.run(outcome.work)
     if outcome.report is not None and outcome.recorded:
-        return outcome.report
+        return submission_id, outcome.report
     with ctx.database.session() as session:
         submission = repository.get_submission(session, submission_id)
         result = repository.current_result(submission) if submission is not None else None
         if result is not None:
-            return SubmissionReport.model_validate(result.report)
+            return submission_id, SubmissionReport.model_validate(result.report)
     raise ProblemError(
         503, "Grading failed inside the grader and was logged; try again shortly.", kind="grading-failed"
     )

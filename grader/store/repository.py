@@ -96,6 +96,23 @@ def create_submission(session: Session, new: NewSubmission, *, callback_url: str
     return submission
 
 
+def create_claimed(session: Session, new: NewSubmission) -> ClaimedWork:
+    """One file stored and claimed in the same transaction, for grading it right away."""
+    assert new.source is not None
+    submission = _add_submission(session, new, None, None)
+    submission.state = RUNNING
+    submission.attempts = 1
+    session.flush()
+    return ClaimedWork(
+        submission_id=submission.id,
+        batch_id=None,
+        generation=submission.generation,
+        student=submission.student,
+        source=new.source,
+        attempts=1,
+    )
+
+
 def create_batch(
     session: Session,
     *,
