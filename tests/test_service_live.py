@@ -112,3 +112,36 @@ def test_tokens_never_reach_the_log(server: LiveServer) -> None:
     log = server.log()
     assert "GET /api/v1/batches" in log  # the access log is on ...
     assert TOKEN not in log and "wrong-token-value" not in log  # ... and shows no token
+
+
+SNOOP = b'''
+import os, glob
+
+def _leaked():
+    if any("GRADER" in key for key in os.environ):
+        return True
+    for path in glob.glob("/proc/*/environ") + glob.glob("/proc/*/cmdline"):
+        try:
+            with open(path, "rb") as handle:
+                if b"GRADER_API_TOKENS" in handle.read() or b"''' + TOKEN.encode() + b'''" in handle.read():
+                    return True
+        except OSError:
+            pass
+    return False
+
+LEAKED = _leaked()
+'''
+
+
+def test_a_submission_cannot_read_the_tokens(server: LiveServer) -> None:
+    # the correct solution, made wrong only if it could see a token: the score says which happened
+    correct = (EXAMPLES / "correct.py").read_text()
+    spy = SNOOP.decode() + correct.replace("def relu_forward(x):", "def relu_forward(x):\n    x = x + LEAKED", 1)
+    assert spy != SNOOP.decode() + correct
+    graded = httpx.post(f"{server.url}/api/v1/grade", files={"file": ("layers.py", spy.encode())},
+                        headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
+    assert graded.status_code == 200, graded.text
+    assert graded.json()["errors"] == [] and graded.json()["score"] == 10
+    control = spy.replace("LEAKED = _leaked()", "LEAKED = True")  # had it seen one, it would lose points
+    assert httpx.post(f"{server.url}/api/v1/grade", files={"file": ("layers.py", control.encode())},
+                      headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60).json()["score"] < 10
