@@ -49,16 +49,24 @@ def create_app(
         dispatcher_options=dispatcher_options,
     )
 
+    serving = 0  # servers running this app; test harnesses may run a second one inside the first
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await to_thread.run_sync(context.start)
-        assert context.dispatcher is not None
-        context.dispatcher.start()
+        nonlocal serving
+        serving += 1
+        if serving == 1:
+            await to_thread.run_sync(context.start)
+            assert context.dispatcher is not None
+            context.dispatcher.start()
         try:
             yield
         finally:
-            await context.dispatcher.stop()
-            await to_thread.run_sync(context.stop)
+            serving -= 1
+            if serving == 0:
+                if context.dispatcher is not None:
+                    await context.dispatcher.stop()
+                await to_thread.run_sync(context.stop)
 
     app = FastAPI(
         title="hw-grader",

@@ -119,9 +119,13 @@ class ServiceContext:
             self.dispatcher.wake()
 
     def stop(self) -> None:
+        """Close what start opened; a later start opens it all again (an app may be served twice)."""
         if self._queue is not None:
             self._queue.close()
         if self._grader is not None and self._given_grader is None:
             self._grader.close()
+            self._grader = None
         if self._database is not None:
             self._database.dispose()
+        self._queue = self._jobs = self._database = None
+        self.dispatcher = None
