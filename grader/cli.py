@@ -320,5 +320,52 @@ def serve(host: str, port: int) -> None:
         raise click.ClickException(str(error)) from error
 
 
+@main.command()
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Sandbox processes, each grading one submission at a time (default: GRADER_WORKERS, else one "
+                   "per core).")
+@click.option("--insecure-no-sandbox", "insecure", is_flag=True,
+              help="DANGEROUS: grade even where student code cannot be cut off from the network.")
+@click.option("--heartbeat-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="File touched every few seconds while the worker runs (default /tmp/grader-worker.heartbeat).")
+@click.option("--check", is_flag=True,
+              help="Do not grade: exit 0 if a worker here touched its heartbeat file in the last minute (healthcheck).")
+def worker(workers: int | None, insecure: bool, heartbeat_file: Path | None, check: bool) -> None:
+    """Grade work items from the Redis queue (GRADER_QUEUE_URL) into the database (GRADER_DATABASE_URL)."""
+    from grader.queue.worker import HEARTBEAT_FILE, heartbeat_is_fresh
+
+    heartbeat = heartbeat_file or HEARTBEAT_FILE
+    if check:
+        if not heartbeat_is_fresh(heartbeat):
+            raise click.ClickException(f"no worker has touched {heartbeat} in the last minute")
+        click.echo("worker alive")
+        return
+    _run_worker(workers, insecure, heartbeat)
+
+
+def _run_worker(sandboxes: int | None, insecure: bool, heartbeat: Path) -> None:
+    from grader.queue.broker import QueueConfig
+    from grader.queue.worker import QueueWorker
+    from grader.sandbox.isolation import SandboxUnavailable
+
+    settings = get_settings()
+    if not settings.queue_url:
+        raise UserError("grader worker takes its work from a Redis queue: set GRADER_QUEUE_URL "
+                        "(for example redis://127.0.0.1:6379/0) to the same URL as the service's")
+    if not settings.database_url:
+        logging.getLogger(__name__).warning(
+            "GRADER_DATABASE_URL is not set: results go to the SQLite file in %s, which only processes on "
+            "this machine can share; point every worker and the service at one PostgreSQL to scale out",
+            settings.data_dir)
+    if insecure:
+        settings = settings.model_copy(update={"insecure_no_sandbox": True})
+    queue_worker = QueueWorker(settings, QueueConfig.from_settings(settings), sandboxes=sandboxes,
+                               heartbeat_file=heartbeat)
+    try:
+        queue_worker.run_forever()
+    except SandboxUnavailable as error:
+        raise click.ClickException(str(error)) from error
+
+
 if __name__ == "__main__":
     main()

@@ -15,6 +15,10 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path("./grader-data"), description="SQLite database and stored uploads")
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite in data_dir")
     queue_url: str | None = Field(default=None, description="redis:// URL: grade on `grader worker` processes")
+    queue_namespace: str = Field(default="grader", description="prefix of every Redis key the queue uses")
+    queue_heartbeat_timeout: float = Field(
+        default=15.0, gt=0, description="seconds a silent worker counts as alive before its work is requeued"
+    )
     api_tokens: str = Field(default="", description="comma-separated bearer tokens for the HTTP API")
     assignment_dir: Path | None = Field(default=None, description="assignment folder; default reference/hw5")
     workers: int = Field(default=0, ge=0, description="sandbox processes; 0 means one per core")

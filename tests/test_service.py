@@ -9,6 +9,7 @@ import io
 import json
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from fastapi.testclient import TestClient
 
 from grader.engine.grading import Grader
 from tests.conftest import EXAMPLES
-from tests.service_helpers import service_client, wait_for_batch
+from tests.service_helpers import blackboard_zip, service_client, wait_for_batch, zip_bytes
 
 PROBLEM = "application/problem+json"
 
@@ -121,12 +122,32 @@ def test_graded_file_is_stored_with_its_hash_source_and_result(client: TestClien
         (b"   \n\n", 422, ["empty"]),
         (b"\x7fELF\x02\x01\x01\x00\x00\x00binary", 415, ["binary"]),
         (b"x = '\xff\xfe caf\xe9'\n", 422, ["UTF-8"]),
-        (b"PK\x03\x04" + b"\x00" * 40, 415, ["zip"]),
+        (b"PK\x03\x04" + b"\x00" * 40, 422, ["zip"]),
     ],
 )
 def test_unusable_files_get_a_4xx_saying_why(client: TestClient, content: bytes, status: int,
                                              words: list[str]) -> None:
     assert_problem(client.post("/api/v1/grade", files=upload("layers.py", content)), status, *words)
+
+
+def test_grade_accepts_one_students_zip(client: TestClient) -> None:
+    archive = zip_bytes({
+        "homework5_programming/neuralnet/layers.py": (EXAMPLES / "relu_backward_no_mask.py").read_bytes(),
+        "homework5_programming/neuralnet/utils.py": b"import numpy as np\n",
+        "__MACOSX/homework5_programming/neuralnet/._layers.py": b"\x00\x05junk",
+    })
+    graded = client.post("/api/v1/grade", files=upload("ada-hw5.zip", archive))
+    assert graded.status_code == 200, graded.text
+    assert graded.json()["score"] == 9 and graded.json()["student"] == "ada-hw5"
+    stored = client.get(f"/api/v1/submissions/{graded.json()['id']}").json()
+    assert stored["source"] == (EXAMPLES / "relu_backward_no_mask.py").read_text()
+
+
+def test_grade_refuses_class_zips_and_zips_without_the_file(client: TestClient) -> None:
+    two = zip_bytes({"ada/layers.py": b"x = 1\n", "bob/layers.py": b"x = 2\n"})
+    assert_problem(client.post("/api/v1/grade", files=upload("class.zip", two)), 422, "/api/v1/batches")
+    nothing = zip_bytes({"notes/readme.txt": b"hello"})
+    assert_problem(client.post("/api/v1/grade", files=upload("ada.zip", nothing)), 422, "Nothing to grade")
 
 
 def test_missing_or_malformed_form_is_a_422(client: TestClient) -> None:
@@ -168,13 +189,18 @@ def test_not_found_and_wrong_method_are_problems(client: TestClient) -> None:
     assert_problem(client.get("/api/v1/batches?limit=0"), 422, "limit")
 
 
-def test_an_internal_error_is_a_problem_not_a_traceback(grader: Grader, tmp_path: Path) -> None:
-    with service_client(grader, tmp_path) as broken:
-        broken.app.state.service._database = None  # type: ignore[attr-defined]
-        with TestClient(broken.app, raise_server_exceptions=False) as same_app:
-            response = same_app.get("/api/v1/batches")
-        body = assert_problem(response, 500, "internal error")
-        assert "Traceback" not in response.text and "assert" not in str(body)
+def test_an_internal_error_is_a_problem_not_a_traceback(grader: Grader, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from grader.store import repository
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(repository, "list_batches", broken)
+    with service_client(grader, tmp_path, raise_server_exceptions=False) as client:
+        response = client.get("/api/v1/batches")
+    assert_problem(response, 500, "internal error")
+    assert "Traceback" not in response.text and "secret internals" not in response.text
 
 
 # --- auth ----------------------------------------------------------------------------------------------
@@ -244,7 +270,40 @@ def test_batch_is_accepted_then_graded_with_progress_and_csv(client: TestClient)
     grades = client.get(f"{location}/grades.csv")
     assert grades.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(grades.text)))
-    assert rows[0]["student"] == "typo_arange" and float(rows[0]["score"]) == 7
+    assert rows[0]["student"] == "typo_arange" and float(rows[0]["total"]) == 7
+
+
+def test_blackboard_class_zip_batch(client: TestClient) -> None:
+    archive = blackboard_zip({
+        "alovelace": ("Ada Lovelace", (EXAMPLES / "correct.py").read_bytes()),
+        "cbabbage": ("Charles Babbage", (EXAMPLES / "hang_in_relu_forward.py").read_bytes()),
+        "ghopper": ("Grace Hopper", (EXAMPLES / "forbidden_torch.py").read_bytes()),
+        "aturing": ("Alan Turing", None),
+    })
+    response = client.post("/api/v1/batches", files=upload("gradebook_hw5.zip", archive))
+    assert response.status_code == 202, response.text
+    assert response.json()["layout"] == "blackboard" and response.json()["progress"]["total"] == 4
+    batch = wait_for_batch(client, response.headers["location"])
+    rows = {row["student"]: row for row in batch["submissions"]}
+    assert batch["status"] == "done" and batch["progress"] == {"done": 4, "total": 4}
+    assert rows["alovelace"]["name"] == "Ada Lovelace" and rows["alovelace"]["score"] == 10
+    assert rows["cbabbage"]["score"] == 8.5 and rows["cbabbage"]["limits_hit"] == ["time"]
+    assert rows["ghopper"]["score"] == 0 and rows["ghopper"]["policy_violation"] is True
+    assert rows["aturing"]["score"] is None and rows["aturing"]["status"] == "no_files"
+    assert all(row["max_score"] == 10 for row in rows.values())
+    location = response.headers["location"]
+    grades = list(csv.DictReader(io.StringIO(client.get(f"{location}/grades.csv").text)))
+    assert {(g["student"], g["total"]) for g in grades} == {
+        ("alovelace", "10"), ("cbabbage", "8.5"), ("ghopper", "0"), ("aturing", "")}
+    blackboard = client.get(f"{location}/grades-blackboard.csv?column_id=123456").text.splitlines()
+    assert blackboard[0].endswith("Homework 5 [Total Pts: 10 Score] |123456")
+    assert "Lovelace,Ada,alovelace,10" in blackboard
+    canvas = client.get(f"{location}/grades-canvas.csv").text.splitlines()
+    assert canvas[1].startswith("Points Possible") and "Ada Lovelace,alovelace,,,,10" in canvas
+    feedback = zipfile.ZipFile(io.BytesIO(client.get(f"{location}/feedback.zip").content))
+    assert len(feedback.namelist()) == 4
+    similarity = client.get(f"{location}/similarity").json()
+    assert similarity["compared"] >= 2 and isinstance(similarity["pairs"], list)
 
 
 def test_batch_list_is_newest_first(client: TestClient) -> None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import csv
 import io
+from collections import Counter
+from pathlib import Path as FilePath
 from pathlib import PurePath
 from typing import Annotated, Any
 
@@ -15,7 +16,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import grader
 from grader.engine.report import SubmissionReport
-from grader.intake import IntakeError, read_inputs
+from grader.export.feedback import feedback_zip
+from grader.export.gradebook import blackboard_csv, canvas_csv, class_csv
+from grader.export.similarity import DEFAULT_THRESHOLD, default_starter, find_similar
+from grader.intake import Intake, IntakeError, StudentResult, read_inputs
+from grader.intake import Submission as IntakeSubmission
+from grader.intake.archive import is_zip
+from grader.intake.results import result_for
 from grader.service.auth import COOKIE_NAME, require_token, token_is_valid
 from grader.service.context import ServiceContext
 from grader.service.jobs import GradeWork
@@ -44,7 +51,7 @@ SubmissionId = Annotated[int, Path(ge=1, le=2**31 - 1, description="a submission
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": Problem, "content": {"application/problem+json": {}}}
-    for code in (401, 404, 409, 413, 415, 422, 503)
+    for code in (400, 401, 404, 409, 413, 415, 422, 503)
 }
 
 
@@ -99,11 +106,12 @@ def _local_path(target: str) -> str:
     tags=["auth"],
     status_code=303,
     response_class=RedirectResponse,
-    responses={303: {"description": "token accepted; cookie set"}, 401: ERRORS[401], 422: ERRORS[422]},
+    responses={303: {"description": "token accepted; cookie set"},
+               **{code: ERRORS[code] for code in (400, 401, 413, 422)}},
 )
 def login(
     request: Request,
-    token: Annotated[str, Form(max_length=4096, description="an API token")],
+    token: Annotated[str, Form(min_length=1, max_length=4096, description="an API token")],
     next_url: Annotated[str, Form(alias="next", max_length=2048, description="where to go afterwards")] = "/",
 ) -> RedirectResponse:
     """Exchange a valid token for the `grader_token` cookie (HttpOnly, SameSite=Strict) for the web page."""
@@ -165,37 +173,73 @@ async def grade(
     """Grade one file now and return its report; with `callback_url`, answer 202 and POST the report later."""
     filename = safe_filename(file.filename, ctx.grader.assignment.rubric.filename)
     content = await file.read()
+    origin = filename
+    if is_zip(content[:4]):
+        content, origin = await to_thread.run_sync(_one_student_zip, ctx, content, filename, limiter=ctx.limiter)
     check_source(content, filename)
     target = _callback_url(callback_url, ctx)
     new = repository.NewSubmission(student=(student or "").strip() or PurePath(filename).stem, source=content,
-                                   origin=filename)
+                                   origin=origin)
 
-    def store() -> int:
-        with ctx.database.session() as session:
-            return repository.create_submission(session, new, callback_url=target).id
-
-    submission_id = await to_thread.run_sync(store, limiter=ctx.limiter)
     if target is not None:
+
+        def store() -> int:
+            with ctx.database.session() as session:
+                return repository.create_submission(session, new, callback_url=target).id
+
+        submission_id = await to_thread.run_sync(store, limiter=ctx.limiter)
         ctx.queue.submit(GradeWork(submission_id))
         url = str(request.url_for("get_submission", submission_id=submission_id).path)
         accepted = Accepted(id=submission_id, status="queued", url=url, callback_url=target)
         return JSONResponse(accepted.model_dump(), status_code=202, headers={"Location": url})
-    report = await to_thread.run_sync(_grade_now, ctx, submission_id, limiter=ctx.limiter)
-    return GradeResult(**report.model_dump(), id=submission_id)
+    submission_id, report = await to_thread.run_sync(_grade_now, ctx, new, limiter=ctx.limiter)
+    # built by hand: the report is already validated, and this is the hot path
+    return JSONResponse({**report.model_dump(mode="json"), "id": submission_id})
 
 
-def _grade_now(ctx: ServiceContext, submission_id: int) -> SubmissionReport:
-    work = GradeWork(submission_id)
-    outcome = ctx.jobs.run(work)
+def _one_student_zip(ctx: ServiceContext, content: bytes, filename: str) -> tuple[bytes, str]:
+    """The file to grade inside one student's zip, found the way a class batch finds it."""
+    _, path, _ = save_upload(io.BytesIO(content), ctx.uploads_dir, filename)
+    intake = _read_upload(ctx, path, filename)
+    if len(intake.submissions) != 1:
+        raise ProblemError(
+            422,
+            f"{filename!r} holds {len(intake.submissions)} students' work; upload it to /api/v1/batches instead.",
+            kind="several-students",
+        )
+    (found,) = intake.submissions
+    if found.source is None or found.status != "ok":
+        reason = found.detail or found.status.replace("_", " ")
+        raise ProblemError(422, f"Nothing to grade in {filename!r}: {reason}.", kind="nothing-to-grade")
+    return found.source, _client_path(found.origin, path, filename)
+
+
+def _read_upload(ctx: ServiceContext, path: FilePath, filename: str) -> Intake:
+    try:
+        return read_inputs([path], filename=ctx.grader.assignment.rubric.filename)
+    except IntakeError as error:
+        # intake names the saved path; the client only knows the name it uploaded
+        message = _client_path(str(error), path, filename).rstrip(".")
+        raise ProblemError(422, f"The upload cannot be graded: {message}.", kind="unreadable-upload") from error
+
+
+def _client_path(text: str, path: FilePath, filename: str) -> str:
+    return text.replace(str(path), filename)
+
+
+def _grade_now(ctx: ServiceContext, new: repository.NewSubmission) -> tuple[int, SubmissionReport]:
+    """Store, grade and record one file on this thread; a failed run is retried like a queued one."""
+    outcome = ctx.jobs.grade_new(new)
+    submission_id = outcome.work.submission_id
     while outcome.retry:
-        outcome = ctx.jobs.run(work)
+        outcome = ctx.jobs.run(outcome.work)
     if outcome.report is not None and outcome.recorded:
-        return outcome.report
+        return submission_id, outcome.report
     with ctx.database.session() as session:
         submission = repository.get_submission(session, submission_id)
         result = repository.current_result(submission) if submission is not None else None
         if result is not None:
-            return SubmissionReport.model_validate(result.report)
+            return submission_id, SubmissionReport.model_validate(result.report)
     raise ProblemError(
         503, "Grading failed inside the grader and was logged; try again shortly.", kind="grading-failed"
     )
@@ -225,25 +269,21 @@ def _store_batch(ctx: ServiceContext, file: UploadFile, filename: str) -> tuple[
     digest, path, size = save_upload(file.file, ctx.uploads_dir, filename)
     if size == 0:
         raise ProblemError(422, f"The uploaded file {filename!r} is empty.", kind="empty-upload")
-    try:
-        intake = read_inputs([path], filename=ctx.grader.assignment.rubric.filename)
-    except IntakeError as error:
-        # intake names the saved path; the client only knows the name it uploaded
-        message = str(error).replace(str(path), filename).rstrip(".")
-        raise ProblemError(422, f"The upload cannot be graded: {message}.", kind="unreadable-upload") from error
+    intake = _read_upload(ctx, path, filename)
     if not intake.submissions:
         raise ProblemError(422, f"No submissions were found in {filename!r}.", kind="empty-batch")
     students = [
         repository.NewSubmission(
-            student=s.key, source=s.source, name=s.name, late=s.late, origin=s.origin.replace(str(path), filename),
-            intake_status=s.status, detail=s.detail,
+            student=s.key, source=s.source, name=s.name, late=s.late, origin=_client_path(s.origin, path, filename),
+            intake_status=s.status, detail=s.detail, attempt=s.attempt, warnings=list(s.warnings),
         )
         for s in intake.submissions
     ]
     with ctx.database.session() as session:
         batch = repository.create_batch(
             session, filename=filename, layout=intake.layout, upload_sha256=digest, upload_path=str(path),
-            warnings=list(intake.warnings), students=students,
+            warnings=[_client_path(w, path, filename) for w in intake.warnings], students=students,
+            assignment_name=intake.assignment,
         )
         return batch.id, [GradeWork(s.id, batch.id) for s in batch.submissions if s.state == repository.QUEUED]
 
@@ -285,7 +325,8 @@ def _batch_detail(ctx: ServiceContext, batch_id: int) -> BatchDetail:
         batch = repository.get_batch(session, batch_id)
         if batch is None:
             raise ProblemError(404, f"There is no batch {batch_id}.", kind="not-found")
-        state = repository.progress(session, [batch.id])[batch.id]
+        # counted from the rows loaded above, so the status never runs ahead of the scores shown
+        state = repository.batch_progress(Counter(s.state for s in batch.submissions), batch.error)
         summary = _summary(batch, state)
         return BatchDetail(
             **summary.model_dump(),
@@ -309,6 +350,7 @@ def _student_row(ctx: ServiceContext, submission: Submission) -> BatchStudent:
         student=submission.student,
         name=submission.name,
         late=submission.late,
+        attempt=submission.attempt,
         status=_status(submission),
         detail=submission.error or submission.detail,
         score=result.score if result is not None else None,
@@ -319,39 +361,122 @@ def _student_row(ctx: ServiceContext, submission: Submission) -> BatchStudent:
         ],
         limits_hit=list(report.get("limits_hit", [])),
         errors=list(report.get("errors", [])),
+        warnings=[*submission.warnings, *report.get("warnings", [])],
         policy_violation=bool(report.get("policy_violation", False)),
     )
 
 
-def _csv_cell(value: object) -> str:
-    text = "" if value is None else str(value)
-    # spreadsheet programs run cells that start with these as formulas
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+def stored_results(batch: Batch, max_score: float) -> list[StudentResult]:
+    """The batch as the exporters see it: one StudentResult per student, from the final records."""
+    results = []
+    for row in batch.submissions:
+        result = repository.current_result(row)
+        report = SubmissionReport.model_validate(result.report) if result is not None else None
+        found = IntakeSubmission(key=row.student, source=None, name=row.name, status=row.intake_status,
+                                 detail=row.error or row.detail, late=row.late, origin=row.origin,
+                                 attempt=row.attempt, warnings=list(row.warnings or []))
+        student = result_for(found, report, max_score)
+        if report is None and row.state != repository.SKIPPED:
+            student.status = _status(row)  # not graded yet (or grading failed), not "nothing to grade"
+        results.append(student)
+    return results
+
+
+def _export(ctx: ServiceContext, batch_id: int) -> tuple[Batch, list[StudentResult]]:
+    with ctx.database.session() as session:
+        batch = repository.get_batch(session, batch_id)
+        if batch is None:
+            raise ProblemError(404, f"There is no batch {batch_id}.", kind="not-found")
+        return batch, stored_results(batch, ctx.grader.assignment.rubric.max_score)
+
+
+def _download(content: str | bytes, filename: str, media_type: str) -> Response:
+    return Response(content, media_type=media_type,
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+CSV = "text/csv; charset=utf-8"
+MissingAsZero = Annotated[bool, Query(description="give students with nothing to grade 0 instead of a blank")]
+ColumnId = Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9_-]*$")]
 
 
 @api.get(
     "/batches/{batch_id}/grades.csv",
-    tags=["batches"],
+    tags=["exports"],
     response_class=Response,
     responses={200: {"content": {"text/csv": {}}, "description": "one row per student"}},
 )
 def batch_csv(ctx: Service, batch_id: BatchId) -> Response:
-    """The gradebook: one row per student with the total and each problem's score."""
-    detail = _batch_detail(ctx, batch_id)
-    problems = [(p.number, p.title) for p in ctx.grader.assignment.rubric.problems]
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(["student", "name", "score", "max_score", *[f"P{n} {t}" for n, t in problems], "status", "late",
-                     "errors"])
-    for row in detail.submissions:
-        scores = {p.number: p.score for p in row.problems}
-        writer.writerow([_csv_cell(v) for v in (
-            row.student, row.name, row.score, row.max_score, *[scores.get(n) for n, _ in problems], row.status,
-            "yes" if row.late else "", "; ".join(row.errors) or row.detail,
-        )])
-    name = f"batch-{batch_id}-grades.csv"
-    return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
-                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    """The class gradebook: student, name, total, each problem's score, status, late, a one-line summary."""
+    _, results = _export(ctx, batch_id)
+    return _download(class_csv(results, ctx.grader.assignment.rubric), f"batch-{batch_id}-grades.csv", CSV)
+
+
+@api.get(
+    "/batches/{batch_id}/grades-blackboard.csv",
+    tags=["exports"],
+    response_class=Response,
+    responses={200: {"content": {"text/csv": {}}, "description": "Blackboard Grade Center upload"}},
+)
+def batch_blackboard(ctx: Service, batch_id: BatchId, column_id: ColumnId = None,
+                     missing_as_zero: MissingAsZero = False) -> Response:
+    """Blackboard Grade Center upload; with `column_id` (the number after `|`) grades land in that column."""
+    batch, results = _export(ctx, batch_id)
+    rubric = ctx.grader.assignment.rubric
+    text = blackboard_csv(results, assignment=batch.assignment_name or rubric.title, max_score=rubric.max_score,
+                          column_id=column_id or None, missing_as_zero=missing_as_zero)
+    return _download(text, f"batch-{batch_id}-blackboard.csv", CSV)
+
+
+@api.get(
+    "/batches/{batch_id}/grades-canvas.csv",
+    tags=["exports"],
+    response_class=Response,
+    responses={200: {"content": {"text/csv": {}}, "description": "Canvas gradebook import"}},
+)
+def batch_canvas(ctx: Service, batch_id: BatchId, assignment_id: ColumnId = None,
+                 missing_as_zero: MissingAsZero = False) -> Response:
+    """Canvas gradebook import; with `assignment_id` Canvas updates that assignment's column."""
+    batch, results = _export(ctx, batch_id)
+    rubric = ctx.grader.assignment.rubric
+    text = canvas_csv(results, assignment=batch.assignment_name or rubric.title, max_score=rubric.max_score,
+                      assignment_id=assignment_id or None, missing_as_zero=missing_as_zero)
+    return _download(text, f"batch-{batch_id}-canvas.csv", CSV)
+
+
+@api.get(
+    "/batches/{batch_id}/feedback.zip",
+    tags=["exports"],
+    response_class=Response,
+    responses={200: {"content": {"application/zip": {}}, "description": "one Markdown file per student"}},
+)
+def batch_feedback(ctx: Service, batch_id: BatchId) -> Response:
+    """Feedback to hand back: a zip with one Markdown file per student."""
+    batch, results = _export(ctx, batch_id)
+    title = f"{batch.assignment_name or ctx.grader.assignment.rubric.title}: feedback"
+    return _download(feedback_zip(results, title=title), f"batch-{batch_id}-feedback.zip", "application/zip")
+
+
+@api.get("/batches/{batch_id}/similarity", tags=["exports"], response_model=dict[str, Any])
+def batch_similarity(
+    ctx: Service,
+    batch_id: BatchId,
+    threshold: Annotated[float, Query(gt=0, le=1)] = DEFAULT_THRESHOLD,
+) -> dict[str, Any]:
+    """Pairs of students whose code (starter code excluded) is alike, most alike first, with line ranges."""
+    with ctx.database.session() as session:
+        batch = repository.get_batch(session, batch_id)
+        if batch is None:
+            raise ProblemError(404, f"There is no batch {batch_id}.", kind="not-found")
+        sources = {}
+        for row in batch.submissions:
+            source = repository.get_source(session, row)
+            if source is not None:
+                sources[row.student] = source
+    starter = default_starter()
+    report = find_similar(sources, starter=starter.read_bytes() if starter else None, threshold=threshold,
+                          starter_name=starter.name if starter else None)
+    return report.as_json()
 
 
 @api.post("/batches/{batch_id}/regrade", tags=["batches"], status_code=202, response_model=BatchDetail)

@@ -18,7 +18,7 @@ import grader
 from grader.engine.grading import Grader
 from grader.service import downloads  # noqa: F401 - registers the batch download routes on `api`
 from grader.service.api import api, public
-from grader.service.context import QueueFactory, ServiceContext, in_process_queue
+from grader.service.context import QueueFactory, ServiceContext, default_queue
 from grader.service.metrics import MetricsMiddleware
 from grader.service.problems import install_problem_handlers
 from grader.service.uploads import UploadLimitMiddleware
@@ -39,25 +39,36 @@ def create_app(
     settings: Settings | None = None,
     *,
     grader_instance: Grader | None = None,
-    make_queue: QueueFactory = in_process_queue,
+    make_queue: QueueFactory | None = None,
     dispatcher_options: dict[str, Any] | None = None,
 ) -> FastAPI:
     """Build the app; the database, sandbox and job queue start with it (lifespan) and stop with it."""
     settings = settings or get_settings()
     context = ServiceContext(
-        settings, grader=grader_instance, make_queue=make_queue, dispatcher_options=dispatcher_options
+        settings,
+        grader=grader_instance,
+        make_queue=make_queue or default_queue(settings),
+        dispatcher_options=dispatcher_options,
     )
+
+    serving = 0  # servers running this app; test harnesses may run a second one inside the first
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await to_thread.run_sync(context.start)
-        assert context.dispatcher is not None
-        context.dispatcher.start()
+        nonlocal serving
+        serving += 1
+        if serving == 1:
+            await to_thread.run_sync(context.start)
+            assert context.dispatcher is not None
+            context.dispatcher.start()
         try:
             yield
         finally:
-            await context.dispatcher.stop()
-            await to_thread.run_sync(context.stop)
+            serving -= 1
+            if serving == 0:
+                if context.dispatcher is not None:
+                    await context.dispatcher.stop()
+                await to_thread.run_sync(context.stop)
 
     app = FastAPI(
         title="hw-grader",

@@ -7,6 +7,7 @@ grading worker on another machine never loses one; this dispatcher sends whateve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -62,12 +63,16 @@ class CallbackDispatcher:
         self._task = asyncio.create_task(self._run(), name="callback-dispatcher")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        task, loop = self._task, self._loop
+        self._task = None
+        if task is None or loop is None:
+            return
+        if loop is asyncio.get_running_loop():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        elif not loop.is_closed():
+            loop.call_soon_threadsafe(task.cancel)  # started by a server on another event loop
 
     def wake(self) -> None:
         """Called from grading threads when a result with a callback was recorded."""

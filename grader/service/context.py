@@ -25,6 +25,17 @@ def in_process_queue(jobs: GradingJobs) -> JobQueue:
     return InProcessQueue(jobs.run, workers=jobs.grader.pool.size)
 
 
+def default_queue(settings: Settings) -> QueueFactory:
+    """The embedded in-process pool, or the Redis queue that `grader worker` processes consume
+    when GRADER_QUEUE_URL is set."""
+    if not settings.queue_url:
+        return in_process_queue
+    from grader.queue.broker import QueueConfig
+    from grader.queue.redis_queue import redis_queue_factory
+
+    return redis_queue_factory(QueueConfig.from_settings(settings))
+
+
 class ServiceContext:
     """Built at start-up (database migrated, sandbox up, unfinished work resumed), torn down at stop."""
 
@@ -108,9 +119,13 @@ class ServiceContext:
             self.dispatcher.wake()
 
     def stop(self) -> None:
+        """Close what start opened; a later start opens it all again (an app may be served twice)."""
         if self._queue is not None:
             self._queue.close()
         if self._grader is not None and self._given_grader is None:
             self._grader.close()
+            self._grader = None
         if self._database is not None:
             self._database.dispose()
+        self._queue = self._jobs = self._database = None
+        self.dispatcher = None

@@ -78,6 +78,15 @@ class GradingJobs:
             claimed = repository.claim(session, work.submission_id)
         if claimed is None:
             return self._finish(Outcome(work))
+        return self.grade_claimed(work, claimed)
+
+    def grade_new(self, new: repository.NewSubmission) -> Outcome:
+        """Store a single file and grade it at once: one transaction before grading, one after."""
+        with self.database.session() as session:
+            claimed = repository.create_claimed(session, new)
+        return self.grade_claimed(GradeWork(claimed.submission_id), claimed)
+
+    def grade_claimed(self, work: GradeWork, claimed: repository.ClaimedWork) -> Outcome:
         try:
             report = self.grader.grade(claimed.source, student=claimed.student)
         except Exception as error:

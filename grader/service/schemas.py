@@ -55,6 +55,7 @@ class BatchStudent(BaseModel):
     student: str
     name: str | None
     late: bool
+    attempt: str | None = Field(default=None, description="the LMS attempt graded (the latest one)")
     status: str = Field(description="queued, running, graded, error, or why there was nothing to grade")
     detail: str = ""
     score: float | None
@@ -62,6 +63,7 @@ class BatchStudent(BaseModel):
     problems: list[ProblemScore]
     limits_hit: list[str]
     errors: list[str]
+    warnings: list[str]
     policy_violation: bool
 
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
-
-import uvicorn
 
 from grader.settings import Settings
 
@@ -44,12 +43,15 @@ def check_bind(host: str, settings: Settings) -> None:
 
 
 def serve(host: str, port: int, settings: Settings) -> None:
+    import uvicorn
+
     from grader.engine.assignment import AssignmentError
     from grader.sandbox.isolation import SandboxUnavailable
     from grader.service.app import create_app
     from grader.store.database import DatabaseError
 
     check_bind(host, settings)
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # start-up chatter, not news
     app = create_app(settings)
     try:
         # started before uvicorn so that a failure is one sentence, not a startup traceback

@@ -86,12 +86,6 @@ def check_source(content: bytes, filename: str) -> None:
     """Refuse what cannot be a Python file, with a sentence saying which problem it has."""
     if not content.strip():
         raise ProblemError(422, f"The uploaded file {filename!r} is empty.", kind="empty-upload")
-    if content.startswith(b"PK\x03\x04"):
-        raise ProblemError(
-            415,
-            f"The uploaded file {filename!r} is a zip archive; this endpoint takes one .py file.",
-            kind="unsupported-upload",
-        )
     if b"\x00" in content[:8192]:
         raise ProblemError(
             415, f"The uploaded file {filename!r} is binary data, not a Python source file.", kind="binary-upload"

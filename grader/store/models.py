@@ -69,6 +69,7 @@ class Batch(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     filename: Mapped[str] = mapped_column(String(255))
     layout: Mapped[str] = mapped_column(String(32))
+    assignment_name: Mapped[str | None] = mapped_column(String(255), default=None)  # as the LMS download names it
     upload_sha256: Mapped[str] = mapped_column(String(64))
     upload_path: Mapped[str] = mapped_column(Text)
     warnings: Mapped[list[str]] = mapped_column(JSON, default=list)
@@ -93,6 +94,8 @@ class Submission(Base):
     student: Mapped[str] = mapped_column(String(255))
     name: Mapped[str | None] = mapped_column(String(255), default=None)
     late: Mapped[bool] = mapped_column(Boolean, default=False)
+    attempt: Mapped[str | None] = mapped_column(String(64), default=None)
+    warnings: Mapped[list[str]] = mapped_column(JSON, default=list)
     origin: Mapped[str] = mapped_column(Text, default="")
     intake_status: Mapped[str] = mapped_column(String(32), default="ok")
     detail: Mapped[str] = mapped_column(Text, default="")

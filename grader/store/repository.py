@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -29,6 +29,8 @@ class NewSubmission:
     origin: str = ""
     intake_status: str = "ok"
     detail: str = ""
+    attempt: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -67,12 +69,15 @@ def put_blob(session: Session, content: bytes) -> str:
 
 
 def _add_submission(session: Session, new: NewSubmission, batch_id: int | None, callback_url: str | None) -> Submission:
-    digest = put_blob(session, new.source) if new.source is not None else None
+    gradable = new.source is not None and new.intake_status == "ok"
+    digest = put_blob(session, new.source) if gradable and new.source is not None else None
     submission = Submission(
         batch_id=batch_id,
         student=new.student,
         name=new.name,
         late=new.late,
+        attempt=new.attempt,
+        warnings=list(new.warnings),
         origin=new.origin,
         intake_status=new.intake_status,
         detail=new.detail,
@@ -91,6 +96,23 @@ def create_submission(session: Session, new: NewSubmission, *, callback_url: str
     return submission
 
 
+def create_claimed(session: Session, new: NewSubmission) -> ClaimedWork:
+    """One file stored and claimed in the same transaction, for grading it right away."""
+    assert new.source is not None
+    submission = _add_submission(session, new, None, None)
+    submission.state = RUNNING
+    submission.attempts = 1
+    session.flush()
+    return ClaimedWork(
+        submission_id=submission.id,
+        batch_id=None,
+        generation=submission.generation,
+        student=submission.student,
+        source=new.source,
+        attempts=1,
+    )
+
+
 def create_batch(
     session: Session,
     *,
@@ -100,10 +122,16 @@ def create_batch(
     upload_path: str,
     warnings: list[str],
     students: list[NewSubmission],
+    assignment_name: str | None = None,
 ) -> Batch:
     """A batch and all its students in one transaction: accepted means every student is on record."""
     batch = Batch(
-        filename=filename, layout=layout, upload_sha256=upload_sha256, upload_path=upload_path, warnings=warnings
+        filename=filename,
+        layout=layout,
+        assignment_name=assignment_name,
+        upload_sha256=upload_sha256,
+        upload_path=upload_path,
+        warnings=warnings,
     )
     session.add(batch)
     session.flush()

@@ -1,0 +1,168 @@
+"""Latency of single-file `POST /api/v1/grade` on loopback: 8 concurrent clients, 2,000 requests.
+
+Starts `grader serve` on a free loopback port with a fresh data folder, warms it up, then sends
+2,000 requests from 8 client threads. Every request is a distinct file (the bundled correct
+submission plus a unique comment), so each one is stored and graded in the sandbox for real.
+Prints p50/p90/p99/max latency, errors, throughput and the service's memory (RSS) before and after.
+
+    python benchmarks/service_latency.py [--requests 2000] [--clients 8] [--json results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCE = (ROOT / "submissions" / "examples" / "correct.py").read_bytes()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def start_server(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "GRADER_DATA_DIR": str(data_dir), "GRADER_API_TOKENS": "",
+           "OPENBLAS_NUM_THREADS": "1"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "grader.cli", "serve", "--port", str(port)],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    server.kill()
+    raise SystemExit("grader serve did not start within 60 s")
+
+
+def run_clients(url: str, total: int, clients: int, offset: int) -> tuple[list[float], list[str], list[float]]:
+    latencies: list[float] = []
+    errors: list[str] = []
+    grading: list[float] = []  # the engine's own time per request, as the report states it
+    counter = iter(range(offset, offset + total))
+    lock = threading.Lock()
+
+    def client() -> None:
+        with httpx.Client(timeout=60) as http:
+            while True:
+                with lock:
+                    n = next(counter, None)
+                if n is None:
+                    return
+                body = SOURCE + f"\n# request {n}\n".encode()
+                started = time.perf_counter()
+                try:
+                    response = http.post(url, files={"file": ("layers.py", body)})
+                    ok = response.status_code == 200 and response.json().get("score") == 10
+                    problem = "" if ok else f"HTTP {response.status_code}: {response.text[:120]}"
+                    if ok:
+                        with lock:
+                            grading.append(float(response.json()["seconds"]))
+                except httpx.HTTPError as error:
+                    problem = f"{error.__class__.__name__}: {error}"
+                elapsed = time.perf_counter() - started
+                with lock:
+                    latencies.append(elapsed)
+                    if problem:
+                        errors.append(problem)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return latencies, errors, grading
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as folder:
+        port = free_port()
+        server = start_server(Path(folder) / "data", port)
+        url = f"http://127.0.0.1:{port}/api/v1/grade"
+        try:
+            run_clients(url, args.warmup, args.clients, offset=0)
+            rss_start = rss_mb(server.pid)
+            zygotes_start = sum(rss_mb(c) for c in children(server.pid))
+            started = time.perf_counter()
+            latencies, errors, grading = run_clients(url, args.requests, args.clients, offset=args.warmup)
+            wall = time.perf_counter() - started
+            rss_end = rss_mb(server.pid)
+            zygotes_end = sum(rss_mb(c) for c in children(server.pid))
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(30)
+
+    results = {
+        "requests": len(latencies),
+        "clients": args.clients,
+        "errors": len(errors),
+        "p50_ms": round(percentile(latencies, 50) * 1000, 1),
+        "p90_ms": round(percentile(latencies, 90) * 1000, 1),
+        "p99_ms": round(percentile(latencies, 99) * 1000, 1),
+        "max_ms": round(max(latencies) * 1000, 1),
+        "mean_ms": round(statistics.fmean(latencies) * 1000, 1),
+        "throughput_per_s": round(len(latencies) / wall, 1),
+        "grading_p50_ms": round(percentile(grading, 50) * 1000, 1) if grading else None,
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "service_rss_mb_start": round(rss_start, 1),
+        "service_rss_mb_end": round(rss_end, 1),
+        "zygotes_rss_mb_start": round(zygotes_start, 1),
+        "zygotes_rss_mb_end": round(zygotes_end, 1),
+        "cpus": os.cpu_count(),
+    }
+    print(json.dumps(results, indent=2))
+    for error in errors[:5]:
+        print("error:", error, file=sys.stderr)
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    targets_met = results["p50_ms"] <= 50 and results["p99_ms"] <= 200 and not errors
+    print("targets (p50 <= 50 ms, p99 <= 200 ms, no errors):", "met" if targets_met else "NOT met")
+
+
+if __name__ == "__main__":
+    main()
