@@ -46,7 +46,7 @@ def test_table_report_for_a_person() -> None:
     assert result.exit_code == 0
     assert "softmax_unstable: 9.5 / 10" in result.output
     assert "[FAIL] numerically stable" in result.output
-    assert "hint: Subtract the row maximum" in result.output
+    assert "hint: Subtract each row's maximum" in result.output
 
 
 def test_a_zero_score_still_exits_zero() -> None:

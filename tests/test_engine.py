@@ -198,3 +198,30 @@ def test_grade_many_keeps_order_and_reports_progress(grader: Grader):
     assert [r.student for r in reports] == [s for s, _ in sources]
     assert [r.score for r in reports] == [10, 0, 10, 0, 10, 0]
     assert sorted(seen) == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_latin1_file_with_a_coding_line_is_read_as_python_reads_it(grader: Grader):
+    source = ("# -*- coding: latin-1 -*-\n# Auteur : Renée\n" + CORRECT).encode("latin-1")
+    report = grader.grade(source)
+    assert report.score == 10, report.errors
+
+
+def test_a_gradient_check_failure_in_the_backward_names_the_backward_call(grader: Grader):
+    report = grader.grade(variant("    grad_x = grad_out * (x > 0)\n", "    raise RuntimeError('oops')\n"))
+    message = check(report, 2, "gradient check").message
+    assert "relu_backward raised RuntimeError: oops" in message
+    assert "relu_backward(grad_out (3, 4), cache)" in message
+
+
+def test_a_tuple_instead_of_an_array_gets_a_hint_about_the_extra_axis(grader: Grader):
+    report = grader.grade(variant("    return grad_x\n", "    return (grad_x,)\n"))
+    backward = check(report, 2, "backward")
+    assert "grad_x has shape (1, 4, 5); expected (4, 5)" in backward.message
+    assert "extra leading axis" in backward.hint
+
+
+def test_a_slow_import_within_the_import_limit_still_scores(grader: Grader):
+    # module-level work longer than the per-call limit (3 s) but within the import limit (10 s)
+    source = "import time\n_start = time.monotonic()\nwhile time.monotonic() - _start < 4:\n    pass\n" + CORRECT
+    report = grader.grade(source.encode())
+    assert report.score == 10, report.errors

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import importlib.util
 from dataclasses import dataclass
 
 
@@ -49,12 +50,17 @@ class SourceProblem:
     message: str
 
 
+def decode_python_source(source: bytes) -> str:
+    """Source bytes as Python itself reads them: UTF-8 unless a BOM or a coding cookie says otherwise."""
+    return importlib.util.decode_source(source)
+
+
 def parse_source(source: bytes, filename: str) -> ast.AST | SourceProblem:
     """The parsed module, or a one-sentence reason it cannot even be imported."""
     try:
-        text = source.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        return SourceProblem(f"{filename} is not UTF-8 text")
+        text = decode_python_source(source)
+    except (UnicodeDecodeError, SyntaxError, LookupError):
+        return SourceProblem(f"{filename} is not UTF-8 text (nor in the encoding its coding line declares)")
     if "\x00" in text:
         return SourceProblem(f"{filename} contains NUL bytes; it is not a Python source file")
     try:

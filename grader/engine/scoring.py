@@ -120,7 +120,7 @@ class Scorer:
         if actual.shape != expected.shape:
             raise CheckFailed(
                 f"{name} has shape {fmt_shape(actual.shape)}; expected {fmt_shape(expected.shape)} ({where})",
-                check.hints.shape,
+                extra_axis_hint(actual.shape, expected.shape) or check.hints.shape,
             )
         if not np.all(np.isfinite(actual)):
             raise CheckFailed(f"{name} contains nan or inf ({where})", check.hints.nonfinite or check.hints.mismatch)
@@ -142,21 +142,23 @@ class Scorer:
         worst = 0.0
         for i, case in enumerate(cases):
             where = CaseRef(forward, case, i, len(cases))
+            source_where = CaseRef(source, case, i, len(cases))
             result = self.result((source.name, check.cases, i))
             if not result.ok:
-                raise CheckFailed(self.describe_failure(source.name, result.error) + f" ({where})")
+                raise CheckFailed(self.describe_failure(source.name, result.error) + f" ({source_where})")
             analytic = self.named_values(source, result)
             expected_output = self.plan.expected[(forward.name, check.cases, i)][check.output]
             for param, grad_name in check.wrt.items():
-                grad = self.as_array(source, grad_name, analytic[grad_name], check, where)
+                grad = self.as_array(source, grad_name, analytic[grad_name], check, source_where)
                 base = np.asarray(case[param])
                 if grad.shape != base.shape:
                     raise CheckFailed(
                         f"{grad_name} has shape {fmt_shape(grad.shape)}; expected {fmt_shape(base.shape)}, "
-                        f"the shape of {param} ({where})",
+                        f"the shape of {param} ({source_where})",
+                        extra_axis_hint(grad.shape, base.shape),
                     )
                 if not np.all(np.isfinite(grad)):
-                    raise CheckFailed(f"{grad_name} contains nan or inf ({where})")
+                    raise CheckFailed(f"{grad_name} contains nan or inf ({source_where})")
                 numeric = self.numeric_gradient(check, forward, case, i, param, expected_output, where)
                 if not np.any(numeric != 0):
                     raise CheckFailed(
@@ -274,6 +276,14 @@ class CaseRef:
 
     def __str__(self) -> str:
         return f"on case {self.index + 1} of {self.count}, {describe_call(self.function, self.case)}"
+
+
+def extra_axis_hint(actual: tuple[int, ...], expected: tuple[int, ...]) -> str:
+    """The one shape mistake worth naming: a stray leading axis of length 1 (a tuple, or keepdims)."""
+    if actual == (1, *expected) and expected:
+        return ("There is an extra leading axis of length 1: return the array itself, not wrapped in a tuple "
+                "or list, and reduce without keepdims.")
+    return ""
 
 
 def describe_call(function: Function, case: Case) -> str:

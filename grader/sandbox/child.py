@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import importlib.abc
+import importlib.util
 import linecache
 import mmap
 import os
@@ -115,7 +116,7 @@ class Harness:
         module.__file__ = self.filename
         sys.modules[module_name] = module
         try:
-            text = source.decode("utf-8-sig")
+            text = importlib.util.decode_source(source)  # a BOM or a coding cookie, as Python reads files
             linecache.cache[self.filename] = (len(text), None, text.splitlines(True), self.filename)
             code = compile(text, self.filename, "exec")
             exec(code, module.__dict__)

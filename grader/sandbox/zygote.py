@@ -197,7 +197,7 @@ class Zygote:
             sequence, _ = PROGRESS.unpack_from(self.progress, 0)
             if sequence != seen_sequence:
                 seen_sequence = sequence
-                if sequence > 1:
+                if not in_import:  # progress while importing extends nothing: the import has its own limit
                     call_deadline = now + limits.time_limit
             if now >= min(call_deadline, ceiling):
                 current = self.current_function(calls)
@@ -234,6 +234,7 @@ class Zygote:
                 sandboxed = True
             elif op == "imported" and in_import:
                 in_import = False
+                call_deadline = time.monotonic() + limits.time_limit
             elif op == "import_error" and in_import:
                 return self.fail_import(pending, _clean_error(message.header.get("error"))), None
             elif op == "results" and not in_import:
