@@ -116,7 +116,7 @@ def grade(paths: tuple[Path, ...], output_format: str, assignment_dir: Path | No
             payload = {"layout": intake.layout, "assignment": intake.assignment,
                        "submissions": [r.as_json() for r in results]}
         click.echo(json.dumps(payload, indent=2))
-        if sys.stderr.isatty() and one is None:
+        if _interactive() and one is None:
             click.echo(class_summary(results, problems), err=True)
     elif one is not None and one.report is not None:
         click.echo(submission_text(one.report, title=one.key))
@@ -129,12 +129,17 @@ def grade(paths: tuple[Path, ...], output_format: str, assignment_dir: Path | No
                    column_id=column_id, missing_as_zero=missing_as_zero, feedback_path=feedback_path)
 
 
+def _interactive() -> bool:
+    """Whether a person watches standard error: then a class gets a progress bar and a summary there."""
+    return sys.stderr.isatty()
+
+
 def _grade_with_progress(grader: Grader, intake: Intake) -> list[StudentResult]:
     """Grade a class; on a terminal, with a progress bar on standard error."""
     from grader.intake import grade_intake
 
     total = len(intake.submissions)
-    if total < 2 or not sys.stderr.isatty():
+    if total < 2 or not _interactive():
         return grade_intake(grader, intake)
     with click.progressbar(length=total, label="grading", file=sys.stderr, show_pos=True) as bar:
         return grade_intake(grader, intake, progress=lambda done, _total, _result: bar.update(1))
@@ -158,7 +163,7 @@ def _write_exports(results: list[StudentResult], rubric: Rubric, assignment_name
                             missing_as_zero=missing_as_zero)
             _write_text(target, text)
         if feedback_path is not None:
-            count = write_feedback(results, feedback_path, title=f"{assignment_name}: feedback")
+            count = write_feedback(results, feedback_path, title=f"Feedback: {assignment_name}")
             click.echo(f"wrote {count} feedback files to {feedback_path}", err=True)
     except OSError as error:
         raise UserError(f"cannot write {error.filename}: {error.strerror}") from error

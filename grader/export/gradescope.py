@@ -73,7 +73,7 @@ def run_gradescope(
     if submission.status == OK and submission.source is not None:
         report = grader.grade(submission.source)
     else:
-        report = grader.zero(f"nothing could be graded: {submission.detail or submission.status}")
+        report = grader.zero(submission.detail or f"nothing to grade ({submission.status})")
     report.warnings[:0] = [w for w in submission.warnings + intake.warnings if w not in report.warnings]
     results = gradescope_results(report, visibility=visibility, test_visibility=test_visibility)
     results_path.parent.mkdir(parents=True, exist_ok=True)
@@ -110,7 +110,7 @@ ROOT="${{AUTOGRADER_ROOT:-/autograder}}"
 PYTHON="${{GRADER_PYTHON:-$ROOT/venv/bin/python}}"
 export PYTHONPATH="$ROOT/source/hw-grader${{PYTHONPATH:+:$PYTHONPATH}}"
 export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-exec "$PYTHON" -m grader.cli gradescope \\
+exec "$PYTHON" -c "from grader.cli import main; main()" gradescope \\
     --submission-dir "$ROOT/submission" \\
     --results "$ROOT/results/results.json" \\
     --visibility {visibility} --test-visibility {test_visibility}{extra}

@@ -104,14 +104,8 @@ class Document:
     hashes: list[int]  # every k-gram, by position
     fingerprints: set[int]  # winnowed, starter removed
     own: list[bool]  # whether the k-gram at each position is not starter code
-
-    @property
-    def own_tokens(self) -> int:
-        covered: set[int] = set()
-        for i, own in enumerate(self.own):
-            if own:
-                covered.update(range(i, i + K))
-        return len(covered)
+    own_tokens: int  # tokens covered by at least one own k-gram
+    where: dict[int, list[int]]  # own k-gram hash -> positions
 
 
 def fingerprint(key: str, source: bytes, starter: set[int]) -> Document:
@@ -119,7 +113,12 @@ def fingerprint(key: str, source: bytes, starter: set[int]) -> Document:
     hashes = kgram_hashes(tokens)
     own = [h not in starter for h in hashes]
     fingerprints = winnow(hashes) - starter
-    return Document(key, tokens, hashes, fingerprints, own)
+    where: dict[int, list[int]] = defaultdict(list)
+    for position, h in enumerate(hashes):
+        if own[position]:
+            where[h].append(position)
+    own_tokens = _covered([(i, 1) for i, mine in enumerate(own) if mine])
+    return Document(key, tokens, hashes, fingerprints, own, own_tokens, dict(where))
 
 
 @dataclass
@@ -169,11 +168,8 @@ class SimilarityReport:
 
 
 def _matches(a: Document, b: Document) -> list[tuple[int, int, int]]:
-    """Shared runs as (a start, b start, k-grams), longest first, each token used at most once per side."""
-    where: dict[int, list[int]] = defaultdict(list)
-    for j, h in enumerate(b.hashes):
-        if b.own[j]:
-            where[h].append(j)
+    """Shared runs of k-grams as (a start, b start, length), longest first, each k-gram used once per side."""
+    where = b.where
     runs: dict[int, list[int]] = {}  # diagonal -> [a start, length]
     found = []
     for i, h in enumerate(a.hashes):
@@ -189,33 +185,55 @@ def _matches(a: Document, b: Document) -> list[tuple[int, int, int]]:
                 runs[j - i] = [i, 1]
     found += [(start, start + d, length) for d, (start, length) in runs.items()]
     found.sort(key=lambda m: -m[2])
-    used_a: set[int] = set()
-    used_b: set[int] = set()
+    used_a = bytearray(len(a.hashes))
+    used_b = bytearray(len(b.hashes))
     tiles = []
     for i, j, length in found:
-        span = length + K - 1
-        if used_a.intersection(range(i, i + span)) or used_b.intersection(range(j, j + span)):
+        if any(used_a[i:i + length]) or any(used_b[j:j + length]):
             continue
-        used_a.update(range(i, i + span))
-        used_b.update(range(j, j + span))
+        used_a[i:i + length] = b"\x01" * length
+        used_b[j:j + length] = b"\x01" * length
         tiles.append((i, j, length))
     return sorted(tiles)
 
 
+def _covered(runs: list[tuple[int, int]]) -> int:
+    """Tokens covered by k-gram runs given as (start, length)."""
+    total = 0
+    reached = -1  # the last token counted so far
+    for start, length in sorted(runs):
+        end = start + length + K - 2
+        if end > reached:
+            total += end - max(start, reached + 1) + 1
+            reached = end
+    return total
+
+
+def _regions(a: Document, b: Document, tiles: list[tuple[int, int, int]]) -> list[SharedRegion]:
+    """Tiles that continue each other on both sides (a starter line in between) shown as one region."""
+    merged: list[list[int]] = []  # [a start, a end token, b start, b end token]
+    for i, j, length in tiles:
+        a_end, b_end = i + length + K - 2, j + length + K - 2
+        last = merged[-1] if merged else None
+        if last is not None and i <= last[1] + K and last[2] <= j <= last[3] + K:
+            last[1], last[3] = max(last[1], a_end), max(last[3], b_end)
+        else:
+            merged.append([i, a_end, j, b_end])
+    return [
+        SharedRegion(a_lines=(a.tokens[a0].line, a.tokens[a1].line), b_lines=(b.tokens[b0].line, b.tokens[b1].line),
+                     tokens=a1 - a0 + 1)
+        for a0, a1, b0, b1 in merged
+    ]
+
+
 def compare(a: Document, b: Document) -> SimilarPair:
     tiles = _matches(a, b)
-    shared = sum(length + K - 1 for _, _, length in tiles)
-    a_share = shared / a.own_tokens if a.own_tokens else 0.0
-    b_share = shared / b.own_tokens if b.own_tokens else 0.0
-    regions = [
-        SharedRegion(
-            a_lines=(a.tokens[i].line, a.tokens[i + length + K - 2].line),
-            b_lines=(b.tokens[j].line, b.tokens[j + length + K - 2].line),
-            tokens=length + K - 1,
-        )
-        for i, j, length in tiles
-    ]
-    return SimilarPair(a.key, b.key, max(a_share, b_share), a_share, b_share, shared, regions)
+    shared_a = _covered([(i, length) for i, _, length in tiles])
+    shared_b = _covered([(j, length) for _, j, length in tiles])
+    a_share = shared_a / a.own_tokens if a.own_tokens else 0.0
+    b_share = shared_b / b.own_tokens if b.own_tokens else 0.0
+    return SimilarPair(a.key, b.key, max(a_share, b_share), a_share, b_share, min(shared_a, shared_b),
+                       _regions(a, b, tiles))
 
 
 def find_similar(
@@ -236,7 +254,8 @@ def find_similar(
             documents.append(document)
         else:
             skipped.append(key)
-    # Only pairs whose winnowed fingerprints overlap enough get the exact (slower) comparison.
+    # Only pairs whose winnowed fingerprints overlap enough get the exact (slower) comparison: a token
+    # share counts the whole k-gram of every match, so it runs about four times the fingerprint share.
     index: dict[int, list[int]] = defaultdict(list)
     for n, document in enumerate(documents):
         for h in document.fingerprints:
@@ -250,7 +269,7 @@ def find_similar(
     for (x, y), count in shared.items():
         a, b = documents[x], documents[y]
         estimate = max(count / len(a.fingerprints), count / len(b.fingerprints))
-        if estimate < threshold / 2:
+        if estimate < threshold / 4:
             continue
         pair = compare(a, b)
         if pair.similarity >= threshold and pair.shared_tokens >= min_tokens:

@@ -111,7 +111,7 @@ def class_summary(results: Sequence[StudentResult], problems: Sequence[tuple[int
         widest = max(counts.values()) or 1
         for label, count in counts.items():
             bar = "#" * max(1 if count else 0, round(30 * count / widest))
-            lines.append(f"  {label:>9}  {bar} {count}")
+            lines.append(f"  {label:>9}  {bar}{' ' if bar else ''}{count}")
     limited = [r for r in graded if r.report is not None and r.report.limits_hit]
     if limited:
         lines.append("")
@@ -128,7 +128,7 @@ def class_summary(results: Sequence[StudentResult], problems: Sequence[tuple[int
 def score_histogram(scores: Sequence[float], max_score: float, bins: int = 10) -> dict[str, int]:
     """Counts per tenth of the maximum, with full marks in a bin of their own (the most common score)."""
     width = max_score / bins if max_score > 0 else 1.0
-    counts = {f"{fmt_points(round(i * width, 2))}-<{fmt_points(round((i + 1) * width, 2))}": 0 for i in range(bins)}
+    counts = {f"[{fmt_points(round(i * width, 2))}, {fmt_points(round((i + 1) * width, 2))})": 0 for i in range(bins)}
     counts[fmt_points(max_score)] = 0
     labels = list(counts)
     for score in scores:

@@ -29,7 +29,9 @@ class ArchiveLimits:
 
     # Entries listed in one archive (a class of 300 with starter files and junk stays far below).
     max_entries: int = 10_000
-    # Declared uncompressed size of one archive, and bytes actually decompressed over a whole intake.
+    # Declared uncompressed size of one archive, and bytes actually decompressed over a whole intake
+    # (for an input larger than a quarter of this, four times the input's size: a big honest class
+    # download is never cut short, a small bomb is).
     max_total_bytes: int = 2048 * MiB
     # One entry read into memory: a student's nested zip (a .py source has its own, smaller cap).
     max_entry_bytes: int = 256 * MiB
@@ -127,18 +129,28 @@ class SafeArchive:
         if depth > self.limits.max_depth:
             raise ArchiveError(f"{name} is nested more than {self.limits.max_depth} archives deep; not read")
         archive_size = len(source) if isinstance(source, bytes) else _file_size(source)
-        handle: IO[bytes] | Path = io.BytesIO(source) if isinstance(source, bytes) else source
         try:
-            self._zip = zipfile.ZipFile(handle)
-            infos = self._zip.infolist()
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, OverflowError) as error:
-            raise ArchiveError(
-                f"{name} is not a readable zip archive (it may be truncated or corrupt): {error}"
-            ) from None
+            self._handle: IO[bytes] = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
+        except OSError as error:
+            raise ArchiveError(f"{name} cannot be read: {error.strerror}") from None
         try:
+            # zipfile parses the whole central directory up front: refuse a huge one before it does
+            declared = declared_entry_count(self._handle)
+            if declared is not None and declared > self.limits.max_entries:
+                raise ArchiveError(
+                    f"{name} has {declared} entries, more than the limit of {self.limits.max_entries}; not read"
+                )
+            self._handle.seek(0)
+            try:
+                self._zip = zipfile.ZipFile(self._handle)
+                infos = self._zip.infolist()
+            except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, OverflowError) as error:
+                raise ArchiveError(
+                    f"{name} is not a readable zip archive (it may be truncated or corrupt): {error}"
+                ) from None
             self.entries = self._check(infos, archive_size)
         except ArchiveError:
-            self._zip.close()
+            self.close()
             raise
 
     def _check(self, infos: list[zipfile.ZipInfo], archive_size: int) -> list[ArchiveEntry]:
@@ -223,7 +235,9 @@ class SafeArchive:
         return SafeArchive(data, name=name, limits=self.limits, depth=self.depth + 1, budget=self.budget)
 
     def close(self) -> None:
-        self._zip.close()
+        if getattr(self, "_zip", None) is not None:
+            self._zip.close()
+        self._handle.close()
 
     def __enter__(self) -> SafeArchive:
         return self
@@ -232,6 +246,25 @@ class SafeArchive:
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
     ) -> None:
         self.close()
+
+
+def declared_entry_count(handle: IO[bytes]) -> int | None:
+    """The entry count in a zip's end-of-central-directory record (zip64 too), or None if there is none."""
+    handle.seek(0, io.SEEK_END)
+    size = handle.tell()
+    tail_length = min(size, 22 + 65535)  # the record, then a comment of at most 64 KB
+    handle.seek(size - tail_length)
+    tail = handle.read(tail_length)
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or at + 22 > len(tail):
+        return None
+    count = int.from_bytes(tail[at + 10:at + 12], "little")
+    if count == 0xFFFF and at >= 20 and tail[at - 20:at - 16] == b"PK\x06\x07":
+        handle.seek(int.from_bytes(tail[at - 12:at - 4], "little"))
+        record = handle.read(56)
+        if record[:4] == b"PK\x06\x06" and len(record) == 56:
+            count = int.from_bytes(record[32:40], "little")
+    return count
 
 
 def _file_size(path: Path) -> int:

@@ -86,9 +86,15 @@ def read_inputs(
         raise IntakeError("no input was given: name a .py file, a zip or a folder")
     if layout is not None and layout not in LAYOUTS:
         raise IntakeError(f"unknown layout {layout!r}: choose one of {', '.join(LAYOUTS)}")
+    files = [Path(p) for p in paths]
+    input_bytes = sum(p.stat().st_size for p in files if p.is_file())
     with ExitStack() as stack:
-        reader = _Reader(filename, Context.create(limits, stack), layout)
-        return reader.read([Path(p) for p in paths])
+        reader = _Reader(filename, Context.create(limits, stack, input_bytes), layout)
+        intake = reader.read(files)
+    if not intake.submissions:
+        raise IntakeError(f"no submissions were found in {', '.join(str(p) for p in files)} "
+                          f"read as layout {intake.layout!r}")
+    return intake
 
 
 @dataclass
@@ -260,6 +266,10 @@ class _Reader:
     # -- finding the file to grade ---------------------------------------------------------------
     def pick_source(self, files: list[tuple[str, Item]], *, empty: str = "nothing was submitted") -> _Found:
         """The file to grade among one student's files, looking inside their zips when it is not outside."""
+        with self.context.scope():  # a student's nested zips are let go before the next student's
+            return self._pick_source(files, empty)
+
+    def _pick_source(self, files: list[tuple[str, Item]], empty: str) -> _Found:
         files = [(path, item) for path, item in files if not is_junk(path)]
         if not files:
             return _Found(NO_FILES, detail=empty)

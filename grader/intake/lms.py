@@ -65,7 +65,7 @@ def parse_receipt(text: str) -> Receipt:
 
     Locales change the labels ("Current Grade" / "Current Mark", other languages), never the order:
     the student is on the first line, the assignment on the second, the files are the tab-indented
-    "label: value" pairs at the end, original name first.
+    "label: value" pairs at the end, each original name followed by the name Blackboard stored it under.
     """
     receipt = Receipt()
     lines = [line.rstrip("\r") for line in text.splitlines()]
@@ -82,22 +82,25 @@ def parse_receipt(text: str) -> Receipt:
     # the files section: the indented pairs after the last "Label:" header line
     headers = [i for i, line in enumerate(lines) if line.strip().endswith(":") and not line[:1].isspace()]
     files_start = headers[-1] if headers else -1
-    pending: str | None = None
+    pending: str | None = None  # an original name waiting for its stored name
     for line in lines[files_start + 1:]:
         if not line[:1].isspace() or ":" not in line:
             continue
-        label, _, value = line.strip().partition(":")
-        value = value.strip()
-        if "original" in label.lower() or "origine" in label.lower():
-            if pending is not None:
-                receipt.files.append((pending, pending))
-            pending = value
-        elif value:
-            receipt.files.append((pending or value, value))
+        value = line.strip().partition(":")[2].strip()
+        stored = BLACKBOARD_NAME.match(value)
+        if stored and stored["file"]:
+            receipt.files.append((pending or stored["file"], value))
             pending = None
-    if pending is not None:
-        receipt.files.append((pending, pending))
+        elif value:
+            pending = value
     return receipt
+
+
+def _decode(data: bytes) -> str:
+    """Receipts are UTF-8, but a Windows-saved one may be UTF-16 with a byte-order mark."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16", errors="replace")
+    return data.decode("utf-8-sig", errors="replace")
 
 
 def _stamp_text(stamp: str) -> str:
@@ -119,7 +122,7 @@ def read_blackboard(items: list[Item]) -> tuple[list[StudentFiles], list[str], s
         attempt = (match["prefix"], match["stamp"])
         if match["receipt"]:
             try:
-                text = item.read(RECEIPT_MAX_BYTES).decode("utf-8-sig", errors="replace")
+                text = _decode(item.read(RECEIPT_MAX_BYTES))
             except ArchiveError as error:
                 warnings.append(f"receipt {item.path} cannot be read: {error}")
                 text = ""

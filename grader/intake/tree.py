@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,9 +51,20 @@ class Context:
     stack: ExitStack
 
     @classmethod
-    def create(cls, limits: ArchiveLimits | None, stack: ExitStack) -> Context:
+    def create(cls, limits: ArchiveLimits | None, stack: ExitStack, input_bytes: int = 0) -> Context:
         limits = limits or ArchiveLimits()
-        return cls(limits=limits, budget=Budget(limits.max_total_bytes), stack=stack)
+        return cls(limits=limits, budget=Budget(max(limits.max_total_bytes, 4 * input_bytes)), stack=stack)
+
+    @contextmanager
+    def scope(self) -> Iterator[None]:
+        """Archives opened inside are closed, and their memory freed, when the block ends (one student)."""
+        outer = self.stack
+        with ExitStack() as inner:
+            self.stack = inner
+            try:
+                yield
+            finally:
+                self.stack = outer
 
     def open_zip(self, source: Path | bytes, name: str, depth: int) -> SafeArchive:
         archive = SafeArchive(source, name=name, limits=self.limits, depth=depth, budget=self.budget)

@@ -1,0 +1,175 @@
+"""Hostile archives: nothing is written anywhere, links are never followed, bombs stop before they expand."""
+
+from __future__ import annotations
+
+import os
+import uuid
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from grader.intake import ArchiveError, ArchiveLimits, IntakeError, SafeArchive, read_inputs
+from tests.intake_fixtures import example, write_zip, zip_bytes
+
+CORRECT = example("correct")
+
+
+def snapshot(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def zeros_zip(path: Path, name: str, size: int) -> Path:
+    """A zip holding `size` zero bytes: compresses about 1000 to 1."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive, archive.open(name, "w", force_zip64=True) as out:
+        chunk = bytes(1024 * 1024)
+        for _ in range(size // len(chunk)):
+            out.write(chunk)
+    return path
+
+
+def test_entries_that_climb_out_or_are_absolute_are_skipped_and_never_written(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    marker = f"evil_{uuid.uuid4().hex}.py"
+    path = write_zip(work / "s.zip", {
+        f"../../{marker}": "print('escaped')",
+        f"hw5/../../{marker}": "x",
+        f"/tmp/{marker}": "x",
+        f"C:\\Windows\\{marker}": "x",
+        "hw5\\neuralnet\\layers.py": CORRECT,  # a zip made on Windows: backslashes are folders, not an attack
+    })
+    before = snapshot(tmp_path)
+    cwd = os.getcwd()
+    os.chdir(work)
+    try:
+        intake = read_inputs([path])
+    finally:
+        os.chdir(cwd)
+    [submission] = intake.submissions
+    assert submission.source == CORRECT
+    assert snapshot(tmp_path) == before
+    assert not (Path("/tmp") / marker).exists()
+    assert not list(Path("/").glob(marker))
+    assert sum("climbs out" in w for w in intake.warnings) == 2
+    assert sum("absolute path" in w for w in intake.warnings) == 2
+
+
+def test_symbolic_link_entries_are_never_followed(tmp_path: Path) -> None:
+    path = write_zip(tmp_path / "s.zip", {"hw5/readme.txt": "hi"}, symlinks={"hw5/layers.py": "/etc/passwd"})
+    intake = read_inputs([path])
+    [submission] = intake.submissions
+    assert submission.source is None and submission.status == "not_found"
+    assert any("symbolic link" in w for w in intake.warnings)
+    with SafeArchive(path, name="s.zip") as archive:
+        assert [e.path for e in archive.entries] == ["hw5/readme.txt"]
+
+
+def test_symbolic_links_in_a_folder_are_never_followed(tmp_path: Path) -> None:
+    root = tmp_path / "class"
+    (root / "alice").mkdir(parents=True)
+    (root / "alice" / "layers.py").symlink_to("/etc/passwd")
+    for name in ("bob", "dave"):
+        (root / name).mkdir()
+        (root / name / "layers.py").write_bytes(CORRECT)
+    (root / "carol").symlink_to("/etc", target_is_directory=True)
+    intake = read_inputs([root])
+    students = {s.key: s for s in intake.submissions}
+    assert students["alice"].source is None and students["alice"].status == "no_files"
+    assert students["bob"].source == CORRECT
+    assert "carol" not in students
+    assert sum("symbolic link" in w for w in intake.warnings) == 2
+
+
+def test_a_zip_bomb_by_total_size_is_refused_before_expanding(tmp_path: Path) -> None:
+    path = zeros_zip(tmp_path / "bomb.zip", "layers.py", 3 * 1024 * 1024)
+    with pytest.raises(ArchiveError, match=r"would expand to 3\.0 MB, more than the limit of 2\.0 MB"):
+        read_inputs([path], limits=ArchiveLimits(max_total_bytes=2 * 1024 * 1024))
+
+
+def test_a_zip_bomb_by_ratio_is_refused_with_the_default_limits(tmp_path: Path) -> None:
+    path = zeros_zip(tmp_path / "bomb.zip", "hw5/neuralnet/layers.py", 64 * 1024 * 1024)
+    assert path.stat().st_size < 200_000
+    with pytest.raises(ArchiveError, match="zip bomb"):
+        read_inputs([path])
+
+
+def test_a_bomb_inside_one_students_zip_only_costs_that_student(tmp_path: Path) -> None:
+    bomb = zeros_zip(tmp_path / "inner.zip", "layers.py", 64 * 1024 * 1024).read_bytes()
+    path = write_zip(tmp_path / "class.zip", {"alice.zip": bomb, "bob/layers.py": CORRECT})
+    students = {s.key: s for s in read_inputs([path]).submissions}
+    assert students["alice"].status == "unreadable" and "zip bomb" in students["alice"].detail
+    assert students["bob"].source == CORRECT
+
+
+def test_too_many_entries_are_refused(tmp_path: Path) -> None:
+    path = write_zip(tmp_path / "many.zip", {f"f{i}.txt": "" for i in range(60)} | {"layers.py": CORRECT})
+    with pytest.raises(ArchiveError, match="61 entries, more than the limit of 50"):
+        read_inputs([path], limits=ArchiveLimits(max_entries=50))
+
+
+def test_archives_nested_too_deep_are_refused(tmp_path: Path) -> None:
+    inner = zip_bytes({"layers.py": CORRECT})
+    for level in range(3):
+        inner = zip_bytes({f"level{level}.zip": inner})
+    path = write_zip(tmp_path / "class.zip", {"alice.zip": inner, "bob.py": CORRECT})
+    students = {s.key: s for s in read_inputs([path]).submissions}
+    assert students["alice"].status == "unreadable"
+    assert "nested more than 3 archives deep" in students["alice"].detail
+    assert students["bob"].source == CORRECT
+
+
+def test_the_decompression_budget_is_shared_by_nested_archives(tmp_path: Path) -> None:
+    students = {f"s{i}.zip": zip_bytes({"layers.py": CORRECT + b"#" * 20_000}) for i in range(4)}
+    path = write_zip(tmp_path / "class.zip", students)
+    limits = ArchiveLimits(max_total_bytes=50_000)
+    found = {s.key: s for s in read_inputs([path], limits=limits).submissions}
+    assert sum(s.status == "ok" for s in found.values()) < 4
+    assert any("past" in s.detail and "uncompressed" in s.detail for s in found.values())
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
+def test_a_corrupt_archive_is_one_clear_error(tmp_path: Path, damage: str) -> None:
+    good = zip_bytes({"hw5/layers.py": CORRECT, "hw5/utils.py": "pass\n" * 200})
+    data = {"garbage": os.urandom(2000), "truncated": good[: len(good) // 2], "empty": b""}[damage]
+    path = tmp_path / "class.zip"
+    path.write_bytes(data)
+    with pytest.raises(IntakeError, match="is not a readable zip archive") as caught:
+        read_inputs([path])
+    assert "\n" not in str(caught.value)
+
+
+def test_a_corrupt_entry_costs_only_that_student(tmp_path: Path) -> None:
+    good = bytearray(zip_bytes({"layers.py": CORRECT}))
+    at = good.index(b"layers.py") + len(b"layers.py") + 10  # inside the compressed data
+    good[at] ^= 0xFF
+    path = write_zip(tmp_path / "class.zip", {"alice.zip": bytes(good), "bob.py": CORRECT})
+    students = {s.key: s for s in read_inputs([path]).submissions}
+    assert students["alice"].status == "unreadable" and "corrupt" in students["alice"].detail
+    assert students["bob"].source == CORRECT
+
+
+def test_an_encrypted_entry_is_reported_not_read(tmp_path: Path) -> None:
+    data = bytearray(zip_bytes({"layers.py": CORRECT}))
+    # zipfile cannot write encrypted entries: set the "encrypted" flag in both headers instead
+    data[6] |= 0x1
+    central = data.rindex(b"PK\x01\x02")
+    data[central + 8] |= 0x1
+    path = tmp_path / "locked.zip"
+    path.write_bytes(bytes(data))
+    [submission] = read_inputs([path]).submissions
+    assert submission.status == "unreadable" and "encrypted" in submission.detail
+
+
+def test_a_header_that_lies_about_the_size_reads_no_more_than_declared(tmp_path: Path) -> None:
+    path = write_zip(tmp_path / "s.zip", {"layers.py": CORRECT})
+    data = bytearray(path.read_bytes())
+    # shrink the declared size in the central directory: reading must stop there (and fail the CRC)
+    central = data.rindex(b"PK\x01\x02")
+    data[central + 24:central + 28] = (10).to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    with SafeArchive(path, name="s.zip") as archive:
+        [entry] = archive.entries
+        assert entry.size == 10
+        with pytest.raises(ArchiveError):
+            archive.read(entry)
