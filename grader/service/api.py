@@ -55,7 +55,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def service(request: Request) -> ServiceContext:
+async def service(request: Request) -> ServiceContext:
+    # async: a plain `def` dependency would cost every request a hop to a worker thread
     context: ServiceContext = request.app.state.service
     return context
 
