@@ -42,6 +42,19 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def cpu_seconds(pid: int, *, reaped: bool = False) -> float:
+    """User+system CPU of a process (with `reaped`, also of the children it has waited for)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])
+    if reaped:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def sandbox_cpu(pid: int) -> float:
+    return sum(cpu_seconds(child, reaped=True) for child in children(pid))
+
+
 def children(pid: int) -> list[int]:
     try:
         text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
@@ -128,9 +141,12 @@ def main() -> None:
             run_clients(url, args.warmup, args.clients, offset=0)
             rss_start = rss_mb(server.pid)
             zygotes_start = sum(rss_mb(c) for c in children(server.pid))
+            service_cpu_start, sandbox_cpu_start = cpu_seconds(server.pid), sandbox_cpu(server.pid)
             started = time.perf_counter()
             latencies, errors, grading = run_clients(url, args.requests, args.clients, offset=args.warmup)
             wall = time.perf_counter() - started
+            service_cpu = cpu_seconds(server.pid) - service_cpu_start
+            sandbox_cpu_used = sandbox_cpu(server.pid) - sandbox_cpu_start
             rss_end = rss_mb(server.pid)
             zygotes_end = sum(rss_mb(c) for c in children(server.pid))
         finally:
@@ -148,6 +164,8 @@ def main() -> None:
         "mean_ms": round(statistics.fmean(latencies) * 1000, 1),
         "throughput_per_s": round(len(latencies) / wall, 1),
         "grading_p50_ms": round(percentile(grading, 50) * 1000, 1) if grading else None,
+        "service_cpu_ms_per_request": round(service_cpu / len(latencies) * 1000, 2),
+        "sandbox_cpu_ms_per_request": round(sandbox_cpu_used / len(latencies) * 1000, 2),
         "load_average_1min": round(os.getloadavg()[0], 2),
         "service_rss_mb_start": round(rss_start, 1),
         "service_rss_mb_end": round(rss_end, 1),

@@ -306,6 +306,17 @@ def test_blackboard_class_zip_batch(client: TestClient) -> None:
     assert similarity["compared"] >= 2 and isinstance(similarity["pairs"], list)
 
 
+def test_batch_layout_can_be_forced(client: TestClient) -> None:
+    archive = zip_bytes({"ada/layers.py": (EXAMPLES / "correct.py").read_bytes(),
+                         "bob/layers.py": (EXAMPLES / "starter.py").read_bytes()})
+    detected = client.post("/api/v1/batches", files=upload("class.zip", archive)).json()
+    assert detected["layout"] == "students" and detected["progress"]["total"] == 2
+    forced = client.post("/api/v1/batches", files=upload("class.zip", archive), data={"layout": "student"}).json()
+    assert forced["layout"] == "student" and forced["progress"]["total"] == 1
+    assert_problem(client.post("/api/v1/batches", files=upload("class.zip", archive), data={"layout": "moodle"}),
+                   422, "layout")
+
+
 def test_batch_list_is_newest_first(client: TestClient) -> None:
     ids = [client.post("/api/v1/batches", files=upload(n)).json()["id"] for n in ("correct.py", "starter.py")]
     listed = client.get("/api/v1/batches").json()["batches"]

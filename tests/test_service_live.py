@@ -30,6 +30,17 @@ def test_serve_refuses_a_public_address_without_tokens(host: str, tmp_path: Path
     assert not (tmp_path / "grader.db").exists()  # refused before anything started
 
 
+def test_serve_explains_an_unreachable_database_in_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "GRADER_DATA_DIR": str(tmp_path),
+           "GRADER_DATABASE_URL": "postgresql://grader:s3cret@127.0.0.1:1/grades"}
+    result = subprocess.run([sys.executable, "-m", "grader.cli", "serve", "--port", "1"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert "cannot open the database" in line and "127.0.0.1:1" in line
+    assert "s3cret" not in result.stderr and "Traceback" not in result.stderr
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     folder = tmp_path_factory.mktemp("live")

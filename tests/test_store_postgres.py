@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -16,7 +18,7 @@ from grader.engine.grading import Grader
 from grader.service.jobs import GradeWork, GradingJobs
 from grader.store.database import Database, open_database
 from tests.conftest import EXAMPLES
-from tests.service_helpers import service_client, wait_for_batch
+from tests.service_helpers import ROOT, service_client, wait_for_batch
 from tests.test_store import add_batch, assert_schema_matches_models, result_counts
 
 SERVER = os.environ.get("GRADER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -82,3 +84,16 @@ def test_service_on_postgres(postgres_url: str, grader: Grader, tmp_path: Path) 
         stored = client.get(f"/api/v1/submissions/{graded.json()['id']}").json()
         assert stored["result"]["score"] == 10 and stored["source"] == correct.decode()
 
+
+
+def test_concurrent_starts_migrate_once(postgres_url: str) -> None:
+    # the API and the workers start together against one database: the advisory lock serializes them
+    code = "import sys; from grader.store.database import open_database; open_database(sys.argv[1]).dispose()"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    starts = [subprocess.Popen([sys.executable, "-c", code, postgres_url], env=env, stderr=subprocess.PIPE)
+              for _ in range(4)]
+    failures = [p.stderr.read().decode() for p in starts if p.wait(60) != 0 and p.stderr is not None]
+    assert failures == []
+    database = open_database(postgres_url)
+    assert_schema_matches_models(database)
+    database.dispose()

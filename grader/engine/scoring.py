@@ -120,7 +120,7 @@ class Scorer:
         if actual.shape != expected.shape:
             raise CheckFailed(
                 f"{name} has shape {fmt_shape(actual.shape)}; expected {fmt_shape(expected.shape)} ({where})",
-                extra_axis_hint(actual.shape, expected.shape) or check.hints.shape,
+                join_hints(check.hints.shape, extra_axis_hint(actual.shape, expected.shape)),
             )
         if not np.all(np.isfinite(actual)):
             raise CheckFailed(f"{name} contains nan or inf ({where})", check.hints.nonfinite or check.hints.mismatch)
@@ -276,6 +276,10 @@ class CaseRef:
 
     def __str__(self) -> str:
         return f"on case {self.index + 1} of {self.count}, {describe_call(self.function, self.case)}"
+
+
+def join_hints(*hints: str) -> str:
+    return " ".join(h for h in hints if h)
 
 
 def extra_axis_hint(actual: tuple[int, ...], expected: tuple[int, ...]) -> str:

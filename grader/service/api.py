@@ -6,7 +6,7 @@ import io
 from collections import Counter
 from pathlib import Path as FilePath
 from pathlib import PurePath
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import httpx
 from anyio import to_thread
@@ -49,13 +49,16 @@ from grader.store.models import Batch, Submission
 BatchId = Annotated[int, Path(ge=1, le=2**31 - 1, description="a batch id")]
 SubmissionId = Annotated[int, Path(ge=1, le=2**31 - 1, description="a submission id")]
 
+Layout = Literal["auto", "files", "student", "students", "blackboard", "canvas"]
+
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": Problem, "content": {"application/problem+json": {}}}
     for code in (400, 401, 404, 409, 413, 415, 422, 503)
 }
 
 
-def service(request: Request) -> ServiceContext:
+async def service(request: Request) -> ServiceContext:
+    # async: a plain `def` dependency would cost every request a hop to a worker thread
     context: ServiceContext = request.app.state.service
     return context
 
@@ -214,9 +217,9 @@ def _one_student_zip(ctx: ServiceContext, content: bytes, filename: str) -> tupl
     return found.source, _client_path(found.origin, path, filename)
 
 
-def _read_upload(ctx: ServiceContext, path: FilePath, filename: str) -> Intake:
+def _read_upload(ctx: ServiceContext, path: FilePath, filename: str, layout: str | None = None) -> Intake:
     try:
-        return read_inputs([path], filename=ctx.grader.assignment.rubric.filename)
+        return read_inputs([path], filename=ctx.grader.assignment.rubric.filename, layout=layout)
     except IntakeError as error:
         # intake names the saved path; the client only knows the name it uploaded
         message = _client_path(str(error), path, filename).rstrip(".")
@@ -253,10 +256,12 @@ async def create_batch(
     request: Request,
     ctx: Service,
     file: Annotated[UploadFile, File(description="a class archive (or a single .py file)")],
+    layout: Annotated[Layout, Form(description="how the archive is laid out; detected unless given")] = "auto",
 ) -> JSONResponse:
     """Accept a class upload: every student is stored before the 202, then graded in the background."""
     filename = safe_filename(file.filename, "upload")
-    batch_id, work = await to_thread.run_sync(_store_batch, ctx, file, filename, limiter=ctx.limiter)
+    forced = None if layout == "auto" else layout
+    batch_id, work = await to_thread.run_sync(_store_batch, ctx, file, filename, forced, limiter=ctx.limiter)
     for item in work:
         ctx.queue.submit(item)
     detail = await to_thread.run_sync(_batch_detail, ctx, batch_id)
@@ -264,12 +269,14 @@ async def create_batch(
     return JSONResponse(detail.model_dump(mode="json"), status_code=202, headers={"Location": location})
 
 
-def _store_batch(ctx: ServiceContext, file: UploadFile, filename: str) -> tuple[int, list[GradeWork]]:
+def _store_batch(
+    ctx: ServiceContext, file: UploadFile, filename: str, layout: str | None
+) -> tuple[int, list[GradeWork]]:
     file.file.seek(0)
     digest, path, size = save_upload(file.file, ctx.uploads_dir, filename)
     if size == 0:
         raise ProblemError(422, f"The uploaded file {filename!r} is empty.", kind="empty-upload")
-    intake = _read_upload(ctx, path, filename)
+    intake = _read_upload(ctx, path, filename, layout)
     if not intake.submissions:
         raise ProblemError(422, f"No submissions were found in {filename!r}.", kind="empty-batch")
     students = [

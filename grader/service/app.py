@@ -16,7 +16,6 @@ from fastapi.staticfiles import StaticFiles
 
 import grader
 from grader.engine.grading import Grader
-from grader.service import downloads  # noqa: F401 - registers the batch download routes on `api`
 from grader.service.api import api, public
 from grader.service.context import QueueFactory, ServiceContext, default_queue
 from grader.service.metrics import MetricsMiddleware

@@ -29,8 +29,11 @@ def presented_token(request: Request) -> str | None:
     return request.cookies.get(COOKIE_NAME) or None
 
 
-def require_token(request: Request) -> None:
-    """Let the request through when the service is open or a valid token comes with it; else 401."""
+async def require_token(request: Request) -> None:
+    """Let the request through when the service is open or a valid token comes with it; else 401.
+
+    Async only so that FastAPI runs it on the event loop instead of a worker thread: it never waits.
+    """
     tokens: list[str] = request.app.state.tokens
     if not tokens:
         return

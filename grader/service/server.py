@@ -43,6 +43,7 @@ def check_bind(host: str, settings: Settings) -> None:
 
 
 def serve(host: str, port: int, settings: Settings) -> None:
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # import-time chatter, not news
     import uvicorn
 
     from grader.engine.assignment import AssignmentError
@@ -51,7 +52,6 @@ def serve(host: str, port: int, settings: Settings) -> None:
     from grader.store.database import DatabaseError
 
     check_bind(host, settings)
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # start-up chatter, not news
     app = create_app(settings)
     try:
         # started before uvicorn so that a failure is one sentence, not a startup traceback

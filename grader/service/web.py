@@ -20,7 +20,7 @@ import grader
 from grader.service.auth import presented_token, token_is_valid
 from grader.service.charts import problem_means, score_histogram
 from grader.service.context import ServiceContext
-from grader.service.downloads import similarity_report
+from grader.service.api import batch_similarity
 from grader.store import repository
 from grader.store.models import Batch, Submission
 
@@ -244,7 +244,7 @@ def similarity_page(request: Request, batch_id: int) -> Response:
     loaded = load_batch(request, batch_id)
     if loaded is None:
         return not_found(request, f"batch {batch_id}")
-    _, report = similarity_report(service(request), batch_id)
+    report = batch_similarity(service(request), batch_id)
     pairs = [
         {
             "first": pair["a"],

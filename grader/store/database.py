@@ -99,5 +99,7 @@ def open_database(url: str) -> Database:
     except Exception as error:
         database.dispose()
         safe = make_url(database.url).render_as_string(hide_password=True)
-        raise DatabaseError(f"cannot open the database {safe}: {error.__class__.__name__}: {error}") from error
+        cause = getattr(error, "orig", None) or error  # the driver's own words, not SQLAlchemy's wrapping
+        first_line = (str(cause).strip().splitlines() or [""])[0]
+        raise DatabaseError(f"cannot open the database {safe}: {first_line}") from error
     return database

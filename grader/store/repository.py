@@ -6,13 +6,15 @@ import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, func, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from grader.store.models import Batch, Blob, CallbackDelivery, Result, Submission, utcnow
+from grader.store.models import Base, Batch, Blob, CallbackDelivery, Result, Submission, utcnow
 
 QUEUED, RUNNING, GRADED, ERROR, SKIPPED = "queued", "running", "graded", "error", "skipped"
 FINISHED = (GRADED, ERROR, SKIPPED)
@@ -50,21 +52,42 @@ class ClaimedWork:
     student: str
     source: bytes
     attempts: int
+    callback_url: str | None = None
 
 
 def sha256_of(content: bytes) -> str:
     return hashlib.sha256(content).hexdigest()
 
 
+def _table(model: type[Base]) -> Table:
+    return cast(Table, model.__table__)
+
+
+def insert_unless_present(session: Session, table: Table, values: dict[str, Any]) -> bool:
+    """INSERT a row unless one with the same unique key exists; True when this call inserted it.
+
+    One statement (ON CONFLICT DO NOTHING) on SQLite and PostgreSQL, so a concurrent duplicate
+    neither fails the transaction nor costs a savepoint.
+    """
+    dialect = session.get_bind().dialect.name
+    if dialect in ("sqlite", "postgresql"):
+        insert = sqlite_insert if dialect == "sqlite" else postgresql_insert
+        result = session.execute(insert(table).values(**values).on_conflict_do_nothing())
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+    try:
+        with session.begin_nested():
+            session.execute(table.insert().values(**values))
+    except IntegrityError:
+        return False
+    return True
+
+
 def put_blob(session: Session, content: bytes) -> str:
     """Store bytes under their SHA-256 (once, however often they are uploaded) and return the hash."""
     digest = sha256_of(content)
-    if session.get(Blob, digest) is None:
-        try:
-            with session.begin_nested():
-                session.add(Blob(sha256=digest, size=len(content), content=content))
-        except IntegrityError:
-            pass  # stored by a concurrent upload of the same bytes in the meantime
+    insert_unless_present(
+        session, _table(Blob), {"sha256": digest, "size": len(content), "content": content, "created_at": utcnow()}
+    )
     return digest
 
 
@@ -166,6 +189,7 @@ def claim(session: Session, submission_id: int) -> ClaimedWork | None:
         student=submission.student,
         source=blob.content,
         attempts=submission.attempts,
+        callback_url=submission.callback_url,
     )
 
 
@@ -181,33 +205,44 @@ def record_result(session: Session, work: ClaimedWork, report: dict[str, Any]) -
     The unique (submission, generation) key is what makes a work item idempotent: whoever commits
     first wins and every later run of the same item leaves the record as it is.
     """
-    result = Result(
-        submission_id=work.submission_id,
-        generation=work.generation,
-        score=float(report["score"]),
-        max_score=float(report["max_score"]),
-        assignment=str(report.get("assignment", "")),
-        rubric_version=str(report.get("rubric_version", "")),
-        grader_version=str(report.get("grader_version", "")),
-        seed=int(report.get("seed", 0)),
-        report=report,
+    inserted = insert_unless_present(
+        session,
+        _table(Result),
+        {
+            "submission_id": work.submission_id,
+            "generation": work.generation,
+            "created_at": utcnow(),
+            "score": float(report["score"]),
+            "max_score": float(report["max_score"]),
+            "assignment": str(report.get("assignment", "")),
+            "rubric_version": str(report.get("rubric_version", "")),
+            "grader_version": str(report.get("grader_version", "")),
+            "seed": int(report.get("seed", 0)),
+            "report": report,
+        },
     )
-    try:
-        with session.begin_nested():
-            session.add(result)
-    except IntegrityError:
+    if not inserted:
         return False
-    submission = session.get(Submission, work.submission_id)
-    if submission is not None and submission.generation == work.generation:
-        submission.state = GRADED
-        submission.error = None
-        if submission.callback_url:
-            with session.begin_nested():
-                session.add(
-                    CallbackDelivery(
-                        submission_id=submission.id, generation=work.generation, url=submission.callback_url
-                    )
-                )
+    current = session.execute(
+        update(Submission)
+        .where(Submission.id == work.submission_id, Submission.generation == work.generation)
+        .values(state=GRADED, error=None, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    # a regrade may have started a newer generation meanwhile: this result is then history only
+    if current.rowcount and work.callback_url:  # type: ignore[attr-defined]
+        insert_unless_present(
+            session,
+            _table(CallbackDelivery),
+            {
+                "submission_id": work.submission_id,
+                "generation": work.generation,
+                "url": work.callback_url,
+                "state": "pending",
+                "attempts": 0,
+                "next_attempt_at": utcnow(),
+            },
+        )
     return True
 
 
