@@ -13,7 +13,9 @@ from __future__ import annotations
 import importlib
 import mmap
 import os
+import re
 import resource
+import select
 import signal
 import sys
 import time
@@ -218,7 +220,11 @@ class Zygote:
                 return ChildOutcome(failure, self.current_function(calls)), None
             if message is None:
                 current = self.current_function(calls)
-                reaped = _reap(pid)
+                try:
+                    reaped = _reap(pid, min(call_deadline, ceiling))
+                except TimeoutError:  # it closed its end of the pipe but carries on: a hang all the same
+                    text = f"did not return within {limits.time_limit:g} s"
+                    return ChildOutcome({"type": "timeout", "message": text}, current), None
                 if not sandboxed:
                     raise SandboxSetupFailed(f"a run died before its sandbox was complete ({_status_text(reaped)})")
                 failure = _describe_exit(reaped, limits)
@@ -273,13 +279,21 @@ def _memory_breach(limits: Limits) -> dict[str, Any]:
     return {"type": "memory", "message": f"memory limit of {limits.memory_limit_mb} MB exceeded"}
 
 
+def clean_text(value: Any, limit: int) -> str:
+    """A submission's words as plain text: no terminal escapes, no direction overrides, capped."""
+    return _CONTROL.sub(" ", str(value)[:limit])
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]")
+
+
 def _clean_error(error: Any) -> dict[str, Any]:
     if not isinstance(error, dict):
         return {"type": "protocol", "message": "malformed error"}
     line = error.get("line")
     return {
-        "type": str(error.get("type", "error"))[:80],
-        "message": str(error.get("message", ""))[:400],
+        "type": clean_text(error.get("type", "error"), 80),
+        "message": clean_text(error.get("message", ""), 400),
         "line": line if isinstance(line, int) and not isinstance(line, bool) else None,
     }
 
@@ -288,7 +302,7 @@ def _clean_results(
     headers: Any, specs: list[dict[str, Any]], calls: list[dict[str, Any]], pending: set[int]
 ) -> list[dict[str, Any]] | None:
     """Rebuild result headers from the fields the trusted side understands, or None if malformed."""
-    if not isinstance(headers, list):
+    if not isinstance(headers, list) or not headers:  # an empty batch would only be noise to relay
         return None
     clean = []
     seen: set[int] = set()
@@ -322,7 +336,7 @@ def _clean_result(header: dict[str, Any], calls: list[dict[str, Any]], pending: 
     for value in values:
         if not isinstance(value, dict) or value.get("kind") not in ("array", "none", "invalid"):
             return None
-        clean_values.append({"kind": value["kind"], "message": str(value.get("message", ""))[:300]})
+        clean_values.append({"kind": value["kind"], "message": clean_text(value.get("message", ""), 300)})
     mutated = header.get("mutated", [])
     if not isinstance(mutated, list) or not all(isinstance(m, int) and not isinstance(m, bool) for m in mutated):
         mutated = []
@@ -335,12 +349,23 @@ def _clean_result(header: dict[str, Any], calls: list[dict[str, Any]], pending: 
     }
 
 
-def _reap(pid: int) -> tuple[int, Any] | None:
+def _reap(pid: int, deadline: float) -> tuple[int, Any] | None:
+    """Wait for a child to end, but not past the deadline (TimeoutError): ending its output is not
+    ending. None if it is not our child any more."""
     try:
-        _, status, usage = os.wait4(pid, 0)
-        return status, usage
+        handle = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return None
+    try:
+        select.select([handle], [], [], max(0.0, deadline - time.monotonic()))
+        waited, status, usage = os.wait4(pid, os.WNOHANG)
     except ChildProcessError:
         return None
+    finally:
+        os.close(handle)
+    if waited == 0:
+        raise TimeoutError
+    return status, usage
 
 
 def _status_text(reaped: tuple[int, Any] | None) -> str:
