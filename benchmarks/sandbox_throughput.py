@@ -132,7 +132,7 @@ def main() -> None:
     print(f"single-submission latency over {args.latency_runs} runs: p50 {percentile(latencies, 50) * 1000:.2f} ms, "
           f"p99 {percentile(latencies, 99) * 1000:.2f} ms, mean {statistics.mean(latencies) * 1000:.2f} ms")
     names = ["parent", *[f"zygote {i}" for i in range(len(pids) - 1)]]
-    for name, (rss, pss) in zip(names, memory):
+    for name, (rss, pss) in zip(names, memory, strict=True):
         print(f"memory {name:9}: RSS {rss / 1024:6.1f} MB, PSS {pss / 1024:6.1f} MB")
     print(f"memory total    : RSS {sum(m[0] for m in memory) / 1024:6.1f} MB, "
           f"PSS {sum(m[1] for m in memory) / 1024:6.1f} MB")

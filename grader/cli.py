@@ -19,7 +19,7 @@ class UserError(click.ClickException):
     exit_code = 2
 
 
-def _load_assignment(path: Path | None):  # noqa: ANN202 - keeps engine imports lazy for fast --help
+def _load_assignment(path: Path | None):  # untyped: keeps engine imports lazy for a fast --help
     from grader.engine.assignment import AssignmentError, load_assignment
 
     try:
@@ -28,7 +28,7 @@ def _load_assignment(path: Path | None):  # noqa: ANN202 - keeps engine imports 
         raise UserError(str(error)) from error
 
 
-def _make_grader(assignment_dir: Path | None, workers: int | None, insecure: bool):  # noqa: ANN202
+def _make_grader(assignment_dir: Path | None, workers: int | None, insecure: bool):  # untyped: as above
     from grader.engine.grading import Grader
     from grader.sandbox.isolation import SandboxUnavailable
 

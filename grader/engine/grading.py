@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import grader
 from grader.engine.assignment import Assignment, load_assignment
@@ -138,7 +139,9 @@ class Grader:
                 score=0.0,
                 max_score=sum(c.points for c in problem.checks),
                 checks=[
-                    CheckResult(name=c.name, score=0.0, max_score=c.points, passed=False, message=f"not graded: {error}")
+                    CheckResult(
+                        name=c.name, score=0.0, max_score=c.points, passed=False, message=f"not graded: {error}"
+                    )
                     for c in problem.checks
                 ],
             )
@@ -198,5 +201,5 @@ class Grader:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def with_limits(self, **changes: float) -> Limits:
+    def with_limits(self, **changes: Any) -> Limits:
         return replace(self.limits, **changes)

@@ -205,10 +205,10 @@ class Scorer:
 
     def named_values(self, function: Function, result: CallResult) -> dict[str, Value]:
         names = [function.returns[i] for i in function.sent]
-        return dict(zip(names, result.values))
+        return dict(zip(names, result.values, strict=False))  # the pool checked the count
 
     def as_array(self, function: Function, name: str, value: Value, check: CheckSpec, where: CaseRef) -> np.ndarray:
-        if value.kind == "none" or value.array is None and value.kind == "array":
+        if value.kind == "none" or (value.array is None and value.kind == "array"):
             raise CheckFailed(
                 f"{function.name} returned None for {name} ({where})",
                 check.hints.none or "Replace the starter's placeholder with your implementation.",

@@ -97,8 +97,8 @@ class Limits:
 # -- what a run can see -----------------------------------------------------------------------------
 
 # The zygote mounts its private new root over this path, in its own mount namespace only.
-NEW_ROOT = "/tmp"
-SCRATCH = "/tmp"  # inside the new root
+NEW_ROOT = "/tmp"  # noqa: S108 - over the zygote's own /tmp, seen by nothing else
+SCRATCH = "/tmp"  # noqa: S108 - inside the new root
 SYSTEM_PATHS = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/etc/ld.so.cache", "/etc/localtime")
 DEVICES = ("/dev/null", "/dev/zero", "/dev/urandom", "/dev/random")
 RUN_HOSTNAME = "sandbox"

@@ -214,7 +214,8 @@ class Zygote:
                 continue
             except ProtocolError as error:
                 if "larger than" in str(error):
-                    failure = {"type": "output", "message": f"sent more than {limits.max_output_bytes} bytes of results"}
+                    text = f"sent more than {limits.max_output_bytes} bytes of results"
+                    failure = {"type": "output", "message": text}
                 else:
                     failure = {"type": "protocol", "message": f"sent a malformed result ({error})"}
                 return ChildOutcome(failure, self.current_function(calls)), None
