@@ -133,3 +133,12 @@ def test_arena_holds_the_arrays_and_is_wiped(pipe: tuple[int, int]) -> None:
     write_message(write_fd, {"op": "run"}, [np.zeros(1 << 14)])
     with pytest.raises(ProtocolError, match="larger than"):
         reader.read(time.monotonic() + 5)
+
+
+def test_a_message_may_carry_more_arrays_than_one_system_call_takes(pipe: tuple[int, int]) -> None:
+    arrays = [np.full(2, float(i)) for i in range(2000)]
+    read_fd, write_fd = pipe
+    write_message(write_fd, {"op": "results"}, arrays)
+    message = MessageReader(read_fd, 1 << 20).read(time.monotonic() + 5)
+    assert message is not None and len(message.arrays) == 2000
+    assert message.arrays[1999].tolist() == [1999.0, 1999.0]

@@ -61,11 +61,13 @@ class Zygote:
         self.layers = self.isolation.prepare_zygote()
         self.progress = mmap.mmap(-1, mmap.PAGESIZE)  # shared with each child across fork
         self.relay_arena = arena(Limits().max_output_bytes)
+        self.plan: tuple[list[dict[str, Any]], list[np.ndarray]] = ([], [])
         for name in config.get("preload", []):
             try:
                 importlib.import_module(name)
             except Exception as error:  # noqa: BLE001 - a missing optional package is reported, not fatal
                 print(f"zygote: could not preload {name}: {error}", file=sys.stderr)
+        self.isolation.measure_address_space()
 
     def send(self, header: dict[str, Any], arrays: list[np.ndarray] | None = None) -> None:
         write_message(self.control_out, header, arrays or [])
@@ -80,10 +82,16 @@ class Zygote:
                 message = reader.read()
                 if message is None or message.header.get("op") == "exit":
                     return
-                if message.header.get("op") == "run":
+                if message.header.get("op") == "plan":
+                    # the same for every submission: kept, so that a job carries only its source
+                    self.plan = (message.header["calls"], [np.array(a) for a in message.arrays])
+                    reader.wipe()
+                    self.isolation.measure_address_space()
+                elif message.header.get("op") == "run":
                     started = time.monotonic()
+                    calls, inputs = self.plan
                     try:
-                        self.run_job(message.header, message.arrays)
+                        self.run_job({**message.header, "calls": calls}, [message.arrays[0], *inputs])
                     except SandboxSetupFailed as error:
                         self.send({"op": "sandbox_failed", "message": str(error)})
                         return
@@ -103,6 +111,7 @@ class Zygote:
         limits = Limits(**job["limits"])
         if limits.max_output_bytes > len(self.relay_arena):
             self.relay_arena = arena(limits.max_output_bytes)
+            self.isolation.measure_address_space()
         calls: list[dict[str, Any]] = job["calls"]
         pending = set(range(len(calls)))
         broken: dict[str, dict[str, Any]] = {}
