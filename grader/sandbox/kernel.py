@@ -308,11 +308,11 @@ def compile_seccomp(
     import pyseccomp
 
     seccomp_filter = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
-    for syscall, errno, comparisons in rules:
+    for syscall, error, comparisons in rules:
         if isinstance(syscall, str) and pyseccomp.resolve_syscall(pyseccomp.Arch.NATIVE, syscall) < 0:
             continue
         args = [pyseccomp.Arg(index, op, a, b) for index, op, a, b in comparisons]
-        seccomp_filter.add_rule(pyseccomp.ERRNO(errno), syscall, *args)
+        seccomp_filter.add_rule(pyseccomp.ERRNO(error), syscall, *args)
     with tempfile.TemporaryFile() as exported:
         seccomp_filter.export_bpf(exported)
         exported.seek(0)

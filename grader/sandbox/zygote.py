@@ -62,7 +62,7 @@ class Zygote:
         kernel.prctl(kernel.PR_SET_CHILD_SUBREAPER, 1)
         self.layers = self.isolation.prepare_zygote()
         self.progress = mmap.mmap(-1, mmap.PAGESIZE)  # shared with each child across fork
-        self.relay_arena = arena(Limits().max_output_bytes)
+        self.relay_arena = relay_arena(Limits().max_output_bytes)
         self.plan: tuple[list[dict[str, Any]], list[np.ndarray]] = ([], [])
         for name in config.get("preload", []):
             try:
@@ -90,6 +90,7 @@ class Zygote:
                     reader.wipe()
                     warm_up(*self.plan)
                     gc.collect()
+                    gc.freeze()  # a run's collections then never walk (and copy) the zygote's objects
                     self.isolation.measure_address_space()
                 elif message.header.get("op") == "run":
                     started = time.monotonic()
@@ -114,7 +115,7 @@ class Zygote:
     def run_job(self, job: dict[str, Any], arrays: list[np.ndarray]) -> None:
         limits = Limits(**job["limits"])
         if limits.max_output_bytes > len(self.relay_arena):
-            self.relay_arena = arena(limits.max_output_bytes)
+            self.relay_arena = relay_arena(limits.max_output_bytes)
             self.isolation.measure_address_space()
         calls: list[dict[str, Any]] = job["calls"]
         pending = set(range(len(calls)))
@@ -285,6 +286,13 @@ class Zygote:
             self.send_error(index, {**failure, "import": True})
         pending.clear()
         return ChildOutcome(failure, None, import_failed=True)
+
+
+def relay_arena(size: int) -> mmap.mmap:
+    """Where a run's results pass through: not even mapped in the runs (nor copied at each fork)."""
+    space = arena(size)
+    space.madvise(mmap.MADV_DONTFORK)
+    return space
 
 
 def _lost() -> dict[str, Any]:
