@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from grader.sandbox import kernel  # noqa: E402
+from grader.sandbox import kernel
 
 # Docker's default capability set (moby's oci/caps/defaults.go)
 DOCKER_CAPABILITIES = {0, 1, 3, 4, 5, 6, 7, 8, 10, 13, 18, 27, 29, 31}  # CHOWN .. SETFCAP
@@ -104,7 +104,8 @@ def read_only_root(keep: list[str]) -> None:
     for holder, path in holders:
         Path(path).mkdir(parents=True, exist_ok=True)
         kernel.mount(str(holder), path, None, kernel.MS_BIND | kernel.MS_REC)
-    kernel.mount(None, "/", None, kernel.MS_REMOUNT | kernel.MS_BIND | kernel.MS_RDONLY | kernel.locked_mount_flags("/"))
+    flags = kernel.MS_REMOUNT | kernel.MS_BIND | kernel.MS_RDONLY | kernel.locked_mount_flags("/")
+    kernel.mount(None, "/", None, flags)
 
 
 def docker_seccomp() -> None:

@@ -74,7 +74,7 @@ def check_scores(reports: dict[str, dict[str, object]], *, messages: bool) -> No
     for name, expected in EXPECTED.items():
         report = reports[name]
         scores = [p["score"] for p in report["problems"]]  # type: ignore[attr-defined]
-        assert scores == expected["problems"], f"{name}: {scores} != {expected['problems']}: {failure_messages(report)}"
+        assert scores == expected["problems"], f"{name}: {scores}: {failure_messages(report)}"
         assert report["score"] == expected["score"], name
         assert report["errors"] == [], f"{name}: {report['errors']}"
         if messages and "message" in expected:
@@ -97,7 +97,8 @@ def test_hostile_samples_through_the_command_line(
 def test_zygotes_survive_and_keep_grading(grader: Grader, correct_source: bytes) -> None:
     """The process killer and the combination run on the same zygotes as a correct submission."""
     zygotes = sorted(grader.pool.zygote_pids())
-    sources = [(name, (HOSTILE / name).read_bytes()) for name in ("process_killer.py", "combination.py", "fork_bomb.py")]
+    names = ("process_killer.py", "combination.py", "fork_bomb.py")
+    sources = [(name, (HOSTILE / name).read_bytes()) for name in names]
     reports = grader.grade_many([*sources, ("correct", correct_source)])
     assert [r.score for r in reports] == [10, 7, 8.5, 10]
     assert sorted(grader.pool.zygote_pids()) == zygotes

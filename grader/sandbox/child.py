@@ -17,6 +17,7 @@ import struct
 import sys
 import traceback
 import types
+import warnings
 from typing import Any
 
 import numpy as np
@@ -119,7 +120,7 @@ class Harness:
             text = importlib.util.decode_source(source)  # a BOM or a coding cookie, as Python reads files
             linecache.cache[self.filename] = (len(text), None, text.splitlines(True), self.filename)
             code = compile(text, self.filename, "exec")
-            exec(code, module.__dict__)
+            exec(code, module.__dict__)  # noqa: S102 - running the submission is this module's purpose
         except BaseException as error:  # noqa: BLE001 - student code may raise anything, SystemExit too
             self.stay_the_run()
             self.send({"op": "import_error", "error": self.describe(error)})
@@ -169,11 +170,7 @@ class Harness:
             self.stay_the_run()
             raise CallFailed(self.describe(error)) from None
         self.stay_the_run()
-        mutated = [
-            i
-            for i, original in enumerate(originals)
-            if original is not None and not np.array_equal(original, args[i], equal_nan=True)
-        ]
+        mutated = [i for i, original in enumerate(originals) if original is not None and changed(original, args[i])]
         return value, mutated, fallback
 
     def stay_the_run(self) -> None:
@@ -200,7 +197,7 @@ class Harness:
             if value is not None:
                 try:
                     return value[spec["index"]] if spec.get("index") is not None else value, False
-                except Exception:  # noqa: BLE001 - a malformed return falls back like a failure
+                except Exception:  # noqa: BLE001, S110 - a malformed return falls back like a failure
                     pass
             built, _ = self.build_arg(spec["fallback"])
             return built, True
@@ -228,23 +225,22 @@ class Harness:
         output = spec["output"]
         name = call["returns"][output]
         bases = [self.build_arg(a)[0] for a in call["args"]]
-        size = bases[position].size
+        nudged = nudged_copies(bases[position], spec["offsets"])
         function = self.function(call["fn"])
         self.begin(index)
         outputs = []
-        for flat in range(size):
-            for offset in spec["offsets"]:
-                # fresh copies for every call: a function that changes its inputs must not skew the next
-                args = [b.copy() if isinstance(b, np.ndarray) else b for b in bases]
-                args[position].reshape(-1)[flat] += offset
-                try:
-                    value = function(*args)
-                except BaseException as error:  # noqa: BLE001
-                    self.stay_the_run()
-                    raise CallFailed(self.describe(error)) from None
+        for row in nudged:
+            # fresh copies for every call: a function that changes its inputs must not skew the next
+            args = [b.copy() if isinstance(b, np.ndarray) else b for b in bases]
+            args[position] = row.copy()
+            try:
+                value = function(*args)
+            except BaseException as error:  # noqa: BLE001
                 self.stay_the_run()
-                picked = value if call.get("arity") is None else self.unpack(call, value)[output]
-                outputs.append(self.as_float_array(picked, name))
+                raise CallFailed(self.describe(error)) from None
+            self.stay_the_run()
+            picked = value if call.get("arity") is None else self.unpack(call, value)[output]
+            outputs.append(self.as_float_array(picked, name))
         shapes = {o.shape for o in outputs}
         if len(shapes) > 1:
             raise CallFailed({"type": "shape", "message": f"{call['fn']} returned {name} of varying shapes"})
@@ -319,6 +315,68 @@ class Harness:
         if limit:
             described["type"] = limit
         return described
+
+
+# What the zygote runs through the harness once per plan, before any run: the harness's code paths
+# and numpy's float64 loops are then warm in every child it forks (a child that has to warm them up
+# itself spends a sixth more time). Trusted code of ours, not a submission and not a reference.
+WARMUP = """
+import numpy as np
+
+
+def _warm(*args):
+    x = next((np.asarray(a, dtype=np.float64) for a in args if isinstance(a, np.ndarray)), np.zeros(3))
+    m = x.reshape(x.shape[0], -1) if x.ndim else x.reshape(1, 1)
+    shifted = m - np.max(m, axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    probs = exp / np.sum(exp, axis=1, keepdims=True)
+    loss = -np.mean(np.log(probs[np.arange(m.shape[0]), 0]))
+    relu = np.maximum(0, x) * (x > 0)
+    product = m.T.dot(m) + m.T @ m
+    total = 0.5 * np.sum(x * x) + float(loss) + float(product.sum(axis=0).sum())
+    return relu, total, x.copy(), probs
+"""
+
+
+def warm_up(calls: list[dict[str, Any]], arrays: list[np.ndarray]) -> None:
+    """Run the plan's calls on stand-in functions in this (trusted) process, output discarded."""
+    functions = {c["fn"]: c.get("arity") for c in calls if str(c["fn"]).isidentifier()}
+    source = WARMUP + "".join(
+        f"\n\ndef {name}(*args):\n    out = _warm(*args) * {1 + (arity or 1) // 4}\n"
+        f"    return {'out[0]' if arity is None else f'out[:{arity}]'}\n"
+        for name, arity in functions.items()
+    )
+    calls = [c for c in calls if c["fn"] in functions]
+    blockers = list(sys.meta_path)
+    null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            harness = Harness({"calls": calls, "filename": "<warm-up>"}, arrays, null)
+            if harness.load(source.encode(), "_sandbox_warm_up", []):
+                harness.run(0)
+    finally:
+        os.close(null)
+        sys.meta_path[:] = blockers
+        sys.modules.pop("_sandbox_warm_up", None)
+        linecache.cache.pop("<warm-up>", None)
+
+
+def changed(original: np.ndarray, now: np.ndarray) -> bool:
+    """Whether a call changed an input array: equal bytes and shape settle it fast, else numpy decides
+    (NaNs compare equal, -0.0 equals 0.0)."""
+    if now.shape == original.shape and now.dtype == original.dtype and now.tobytes() == original.tobytes():
+        return False
+    return not np.array_equal(original, now, equal_nan=True)
+
+
+def nudged_copies(base: np.ndarray, offsets: list[float]) -> np.ndarray:
+    """Every input a numeric gradient needs, at once: row k is `base` with element k // len(offsets)
+    moved by offsets[k % len(offsets)], the same float addition as nudging a copy one at a time."""
+    steps = len(offsets)
+    rows = np.repeat(base.reshape(1, -1), base.size * steps, axis=0)
+    rows[np.arange(base.size * steps), np.repeat(np.arange(base.size), steps)] += np.tile(offsets, base.size)
+    return rows.reshape(base.size * steps, *base.shape)
 
 
 def limit_kind(error: BaseException) -> str | None:

@@ -7,7 +7,9 @@ wrapper raises OSError with the kernel's errno, so a layer the host refuses is d
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
+import struct
 from collections.abc import Iterable
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -273,23 +275,48 @@ class SeccompProgram:
         _check(result, "seccomp")
 
 
-def compile_seccomp(rules: Iterable[tuple[str | int, int, tuple[tuple[int, int, int, int], ...]]]) -> SeccompProgram:
+SECCOMP_RET_ERRNO = 0x00050000
+_BPF_LD_W_ABS = 0x20
+_BPF_JMP_JGT_K = 0x25
+_BPF_RET_K = 0x06
+
+
+def _unknown_above(newest: int) -> bytes:
+    """Three hand-written instructions put before libseccomp's program: a call numbered above
+    `newest` fails with ENOSYS (as one rule per number would, at a fraction of the size). Numbers of
+    foreign architectures and the x32 ABI above it are refused too; below it libseccomp's own
+    architecture check still applies."""
+    instruction = struct.Struct("=HBBI")  # struct sock_filter
+    return b"".join((
+        instruction.pack(_BPF_LD_W_ABS, 0, 0, 0),  # A = seccomp_data.nr
+        instruction.pack(_BPF_JMP_JGT_K, 0, 1, newest),  # A > newest ? next : skip one
+        instruction.pack(_BPF_RET_K, 0, 0, SECCOMP_RET_ERRNO | errno.ENOSYS),
+    ))
+
+
+def compile_seccomp(
+    rules: Iterable[tuple[str | int, int, tuple[tuple[int, int, int, int], ...]]], newest_syscall: int | None = None
+) -> SeccompProgram:
     """Compile (syscall, errno, argument comparisons) denials on top of "allow" with libseccomp.
 
     A comparison is (argument index, operator, value, mask-or-0) with pyseccomp's operator codes.
-    Syscalls this libseccomp does not know by name are skipped; numbers are taken as given.
+    Syscalls this libseccomp does not know by name are skipped; numbers are taken as given. With
+    `newest_syscall`, every call numbered above it fails with ENOSYS.
     """
     import tempfile
 
     import pyseccomp
 
     seccomp_filter = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
-    for syscall, errno, comparisons in rules:
+    for syscall, error, comparisons in rules:
         if isinstance(syscall, str) and pyseccomp.resolve_syscall(pyseccomp.Arch.NATIVE, syscall) < 0:
             continue
         args = [pyseccomp.Arg(index, op, a, b) for index, op, a, b in comparisons]
-        seccomp_filter.add_rule(pyseccomp.ERRNO(errno), syscall, *args)
+        seccomp_filter.add_rule(pyseccomp.ERRNO(error), syscall, *args)
     with tempfile.TemporaryFile() as exported:
         seccomp_filter.export_bpf(exported)
         exported.seek(0)
-        return SeccompProgram(exported.read())
+        program = exported.read()
+    if newest_syscall is not None:
+        program = _unknown_above(newest_syscall) + program
+    return SeccompProgram(program)

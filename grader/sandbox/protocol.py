@@ -23,6 +23,7 @@ import numpy as np
 MAX_HEADER_BYTES = 256 * 1024
 MAX_DIMS = 8
 MAX_ARRAYS = 4096
+IOV_BATCH = 512  # buffers per writev call (the kernel takes at most IOV_MAX = 1024)
 # dtype codes allowed on the wire, and what they decode to
 DTYPES: dict[str, np.dtype[Any]] = {
     "f8": np.dtype("<f8"),
@@ -82,7 +83,7 @@ def _code_of(dtype: np.dtype[Any]) -> str:
 def _write_all(fd: int, parts: list[bytes | memoryview]) -> None:
     views = [memoryview(p).cast("B") for p in parts if len(p)]
     while views:
-        written = os.writev(fd, views)
+        written = os.writev(fd, views[:IOV_BATCH])
         while written and views:
             if written >= len(views[0]):
                 written -= len(views[0])

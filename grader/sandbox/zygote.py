@@ -10,10 +10,13 @@ submission, so the next submission's child cannot find them in the memory it inh
 
 from __future__ import annotations
 
+import gc
 import importlib
 import mmap
 import os
+import re
 import resource
+import select
 import signal
 import sys
 import time
@@ -23,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from grader.sandbox import kernel
-from grader.sandbox.child import PROGRESS, Harness, mark_progress
+from grader.sandbox.child import PROGRESS, Harness, mark_progress, warm_up
 from grader.sandbox.isolation import Isolation, IsolationConfig, Limits, SandboxSetupFailed
 from grader.sandbox.protocol import MessageReader, ProtocolError, arena, forward_message, write_message
 
@@ -38,6 +41,7 @@ SIGNAL_NAMES = {
 # What a job message may hold: the source (at most 1 MB) and the plan's input arrays.
 JOB_ARENA_BYTES = 256 * 1024 * 1024
 MAX_VALUES_PER_CALL = 16
+RUN_GC_THRESHOLD = 50_000  # allocations between a run's garbage collections (Python's default: 700)
 
 
 @dataclass
@@ -58,12 +62,14 @@ class Zygote:
         kernel.prctl(kernel.PR_SET_CHILD_SUBREAPER, 1)
         self.layers = self.isolation.prepare_zygote()
         self.progress = mmap.mmap(-1, mmap.PAGESIZE)  # shared with each child across fork
-        self.relay_arena = arena(Limits().max_output_bytes)
+        self.relay_arena = relay_arena(Limits().max_output_bytes)
+        self.plan: tuple[list[dict[str, Any]], list[np.ndarray]] = ([], [])
         for name in config.get("preload", []):
             try:
                 importlib.import_module(name)
             except Exception as error:  # noqa: BLE001 - a missing optional package is reported, not fatal
                 print(f"zygote: could not preload {name}: {error}", file=sys.stderr)
+        self.isolation.measure_address_space()
 
     def send(self, header: dict[str, Any], arrays: list[np.ndarray] | None = None) -> None:
         write_message(self.control_out, header, arrays or [])
@@ -78,10 +84,19 @@ class Zygote:
                 message = reader.read()
                 if message is None or message.header.get("op") == "exit":
                     return
-                if message.header.get("op") == "run":
+                if message.header.get("op") == "plan":
+                    # the same for every submission: kept, so that a job carries only its source
+                    self.plan = (message.header["calls"], [np.array(a) for a in message.arrays])
+                    reader.wipe()
+                    warm_up(*self.plan)
+                    gc.collect()
+                    gc.freeze()  # a run's collections then never walk (and copy) the zygote's objects
+                    self.isolation.measure_address_space()
+                elif message.header.get("op") == "run":
                     started = time.monotonic()
+                    calls, inputs = self.plan
                     try:
-                        self.run_job(message.header, message.arrays)
+                        self.run_job({**message.header, "calls": calls}, [message.arrays[0], *inputs])
                     except SandboxSetupFailed as error:
                         self.send({"op": "sandbox_failed", "message": str(error)})
                         return
@@ -100,7 +115,8 @@ class Zygote:
     def run_job(self, job: dict[str, Any], arrays: list[np.ndarray]) -> None:
         limits = Limits(**job["limits"])
         if limits.max_output_bytes > len(self.relay_arena):
-            self.relay_arena = arena(limits.max_output_bytes)
+            self.relay_arena = relay_arena(limits.max_output_bytes)
+            self.isolation.measure_address_space()
         calls: list[dict[str, Any]] = job["calls"]
         pending = set(range(len(calls)))
         broken: dict[str, dict[str, Any]] = {}
@@ -156,6 +172,8 @@ class Zygote:
                 self.isolation.enter_sandbox(limits, keep_fds=[write_fd])
                 # sent before any student code runs, so a run cannot fake a broken sandbox
                 write_message(write_fd, {"op": "sandboxed"})
+                # a run is short and memory-capped: collecting cycles every 700 allocations costs it 7%
+                gc.set_threshold(RUN_GC_THRESHOLD, 50, 100)
                 harness = Harness(child_job, arrays[1:], write_fd, self.progress)
                 if harness.load(arrays[0].tobytes(), job.get("module", "submission"), job.get("forbidden", [])):
                     harness.run(start)
@@ -212,13 +230,18 @@ class Zygote:
                 continue
             except ProtocolError as error:
                 if "larger than" in str(error):
-                    failure = {"type": "output", "message": f"sent more than {limits.max_output_bytes} bytes of results"}
+                    text = f"sent more than {limits.max_output_bytes} bytes of results"
+                    failure = {"type": "output", "message": text}
                 else:
                     failure = {"type": "protocol", "message": f"sent a malformed result ({error})"}
                 return ChildOutcome(failure, self.current_function(calls)), None
             if message is None:
                 current = self.current_function(calls)
-                reaped = _reap(pid)
+                try:
+                    reaped = _reap(pid, min(call_deadline, ceiling))
+                except TimeoutError:  # it closed its end of the pipe but carries on: a hang all the same
+                    text = f"did not return within {limits.time_limit:g} s"
+                    return ChildOutcome({"type": "timeout", "message": text}, current), None
                 if not sandboxed:
                     raise SandboxSetupFailed(f"a run died before its sandbox was complete ({_status_text(reaped)})")
                 failure = _describe_exit(reaped, limits)
@@ -266,6 +289,13 @@ class Zygote:
         return ChildOutcome(failure, None, import_failed=True)
 
 
+def relay_arena(size: int) -> mmap.mmap:
+    """Where a run's results pass through: not even mapped in the runs (nor copied at each fork)."""
+    space = arena(size)
+    space.madvise(mmap.MADV_DONTFORK)
+    return space
+
+
 def _lost() -> dict[str, Any]:
     return {"type": "lost", "message": "the process ended before this call ran"}
 
@@ -274,13 +304,21 @@ def _memory_breach(limits: Limits) -> dict[str, Any]:
     return {"type": "memory", "message": f"memory limit of {limits.memory_limit_mb} MB exceeded"}
 
 
+def clean_text(value: Any, limit: int) -> str:
+    """A submission's words as plain text: no terminal escapes, no direction overrides, capped."""
+    return _CONTROL.sub(" ", str(value)[:limit])
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]")
+
+
 def _clean_error(error: Any) -> dict[str, Any]:
     if not isinstance(error, dict):
         return {"type": "protocol", "message": "malformed error"}
     line = error.get("line")
     return {
-        "type": str(error.get("type", "error"))[:80],
-        "message": str(error.get("message", ""))[:400],
+        "type": clean_text(error.get("type", "error"), 80),
+        "message": clean_text(error.get("message", ""), 400),
         "line": line if isinstance(line, int) and not isinstance(line, bool) else None,
     }
 
@@ -289,7 +327,7 @@ def _clean_results(
     headers: Any, specs: list[dict[str, Any]], calls: list[dict[str, Any]], pending: set[int]
 ) -> list[dict[str, Any]] | None:
     """Rebuild result headers from the fields the trusted side understands, or None if malformed."""
-    if not isinstance(headers, list):
+    if not isinstance(headers, list) or not headers:  # an empty batch would only be noise to relay
         return None
     clean = []
     seen: set[int] = set()
@@ -323,7 +361,7 @@ def _clean_result(header: dict[str, Any], calls: list[dict[str, Any]], pending: 
     for value in values:
         if not isinstance(value, dict) or value.get("kind") not in ("array", "none", "invalid"):
             return None
-        clean_values.append({"kind": value["kind"], "message": str(value.get("message", ""))[:300]})
+        clean_values.append({"kind": value["kind"], "message": clean_text(value.get("message", ""), 300)})
     mutated = header.get("mutated", [])
     if not isinstance(mutated, list) or not all(isinstance(m, int) and not isinstance(m, bool) for m in mutated):
         mutated = []
@@ -336,12 +374,23 @@ def _clean_result(header: dict[str, Any], calls: list[dict[str, Any]], pending: 
     }
 
 
-def _reap(pid: int) -> tuple[int, Any] | None:
+def _reap(pid: int, deadline: float) -> tuple[int, Any] | None:
+    """Wait for a child to end, but not past the deadline (TimeoutError): ending its output is not
+    ending. None if it is not our child any more."""
     try:
-        _, status, usage = os.wait4(pid, 0)
-        return status, usage
+        handle = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return None
+    try:
+        select.select([handle], [], [], max(0.0, deadline - time.monotonic()))
+        waited, status, usage = os.wait4(pid, os.WNOHANG)
     except ChildProcessError:
         return None
+    finally:
+        os.close(handle)
+    if waited == 0:
+        raise TimeoutError
+    return status, usage
 
 
 def _status_text(reaped: tuple[int, Any] | None) -> str:

@@ -17,10 +17,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 import grader
+from grader.service.api import batch_similarity
 from grader.service.auth import presented_token, token_is_valid
 from grader.service.charts import problem_means, score_histogram
 from grader.service.context import ServiceContext
-from grader.service.api import batch_similarity
 from grader.store import repository
 from grader.store.models import Batch, Submission
 

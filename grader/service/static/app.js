@@ -93,16 +93,17 @@ function setupBatch() {
       const response = await fetch(`/api/v1/batches/${id}`, { credentials: "same-origin" });
       if (response.ok) {
         const state = await response.json();
-        progress.max = Math.max(state.progress.total, 1);
-        progress.value = state.progress.done;
-        text.textContent = `${state.progress.done} of ${state.progress.total} graded`;
-        statusPill.textContent = state.status;
-        statusPill.className = `pill pill-${state.status}`;
         finished = ["done", "failed"].includes(state.status);
         if (state.progress.done !== lastDone || finished) {
           lastDone = state.progress.done;
           await refreshResults();
         }
+        // the status changes only after the table shows what it describes
+        progress.max = Math.max(state.progress.total, 1);
+        progress.value = state.progress.done;
+        text.textContent = `${state.progress.done} of ${state.progress.total} graded`;
+        statusPill.textContent = state.status;
+        statusPill.className = `pill pill-${state.status}`;
         if (finished) {
           batch.dataset.status = state.status;
           return;

@@ -1,0 +1,475 @@
+"""The red-team pass: each attack a submission could try on the sandbox itself, and that it fails.
+
+A probe is a submission whose fc_forward performs one attack and reports what happened in the
+message of the exception it raises (the feedback is a submission's only way out); the test reads
+that message. Probes run on a grader of their own with one zygote, so that one probe's run is the
+next probe's predecessor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from grader.engine.grading import Grader
+from grader.sandbox.isolation import Limits
+from tests.conftest import EXAMPLES
+from tests.sandbox_support import (
+    CANARY,
+    ROOT,
+    assignment_copy,
+    canary_state,
+    make_canary,
+    reports_by_file,
+    run_grader,
+)
+
+CORRECT = (EXAMPLES / "correct.py").read_text()
+PROBE = """
+import ctypes, errno, gc, json, mmap, os, signal, socket, struct, sys, time
+import numpy as np
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+
+
+def syscall(number, *args):
+    result = libc.syscall(ctypes.c_long(number), *[ctypes.c_long(a) for a in args])
+    return result if result >= 0 else -ctypes.get_errno()
+
+
+def attempt(action):
+    try:
+        action()
+    except OSError as error:
+        return -error.errno
+    except Exception as error:
+        return type(error).__name__
+    return 0
+
+
+_outcome = None
+
+
+def fc_forward(x, w, b):
+    global _outcome
+    if _outcome is None:
+        _outcome = probe()
+    raise RuntimeError("PROBE" + json.dumps(_outcome, separators=(",", ":")) + "ENDPROBE")
+"""
+
+
+def probe_source(body: str, rest: str = CORRECT) -> bytes:
+    """A correct layers.py whose fc_forward runs `body` (defining probe()) instead."""
+    without_fc = re.sub(r"def fc_forward\(.*?\n\n\n", "", rest, count=1, flags=re.S)
+    return (PROBE + "\n" + body.strip() + "\n\n\n" + without_fc.replace("import numpy as np\n", "")).encode()
+
+
+def outcome(report_messages: str) -> dict[str, object]:
+    found = re.search(r"PROBE(.*?)ENDPROBE", report_messages)
+    assert found, f"the probe did not report: {report_messages[:600]}"
+    return json.loads(found.group(1))
+
+
+def messages(report: object) -> str:
+    return " | ".join(c.message for p in report.problems for c in p.checks)  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="module")
+def one_zygote() -> Iterator[Grader]:
+    with Grader(workers=1, limits=Limits(time_limit=1.0, import_time_limit=2.0)) as grader:
+        yield grader
+
+
+def run_probe(grader: Grader, body: str) -> dict[str, object]:
+    return outcome(messages(grader.grade(probe_source(body))))
+
+
+EPERM, ENOSYS, ESRCH = -1, -38, -3
+
+
+# name -> the call, as the probe spells it; each must fail with EPERM
+REFUSED = {
+    "ptrace_attach": "syscall(101, 16, 1, 0, 0)",
+    "ptrace_traceme": "syscall(101, 0, 0, 0, 0)",
+    "process_vm_readv": "syscall(310, 1, 0, 0, 0, 0, 0)",
+    "io_uring_setup": "syscall(425, 8, 0)",
+    "userfaultfd": "syscall(323, 0)",
+    "keyctl": "syscall(250, 0, 0)",
+    "add_key": "syscall(248, 0, 0, 0, 0, 0)",
+    "unshare_user": "syscall(272, 0x10000000)",
+    "unshare_net": "syscall(272, 0x40000000)",
+    "clone_newuser": "syscall(56, 0x10000000 | 17, 0, 0, 0, 0)",
+    "setns": "syscall(308, 0, 0)",
+    "mount": "syscall(165, 0, 0, 0, 0, 0)",
+    "chroot": "syscall(161, 0)",
+    "personality": "syscall(135, 0x0040000)",
+    "tiocsti": "syscall(16, 0, 0x5412, 0)",
+    "bpf": "syscall(321, 0, 0, 0)",
+    "perf_event_open": "syscall(298, 0, 0, -1, -1, 0)",
+    "execve": "attempt(lambda: os.execv('/bin/sh', ['sh', '-c', 'true']))",
+    "open_by_handle_at": "syscall(304, 0, 0, 0)",
+    "socket_inet": "attempt(lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))",
+    "socket_unix": "attempt(lambda: socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))",
+    "socket_netlink": "attempt(lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW))",
+    "chmod": "attempt(lambda: os.chmod('.', 0o777))",
+    "setxattr": "attempt(lambda: os.setxattr('.', 'user.x', b'1'))",
+    "shmget": "syscall(29, 0, 4096, 0o1000 | 0o666)",
+    "setsid": "syscall(112)",
+}
+GROUPS = [dict(list(REFUSED.items())[i : i + 9]) for i in range(0, len(REFUSED), 9)]
+
+
+@pytest.mark.parametrize("group", GROUPS, ids=lambda g: ",".join(g)[:40])
+def test_dangerous_system_calls_are_refused(one_zygote: Grader, group: dict[str, str]) -> None:
+    entries = ", ".join(f"{name!r}: {call}" for name, call in group.items())
+    result = run_probe(one_zygote, f"""
+def probe():
+    return {{{entries}}}
+""")
+    assert result == dict.fromkeys(group, EPERM)
+
+
+def test_unknown_and_unfilterable_system_calls_are_unknown(one_zygote: Grader) -> None:
+    """clone3 hides its flags from seccomp, and calls newer than the policy are not trusted."""
+    result = run_probe(one_zygote, """
+def probe():
+    return {"clone3": syscall(435, 0, 0), "newer_than_policy": syscall(470), "threads_still_work": thread()}
+
+def thread():
+    import threading
+    box = []
+    worker = threading.Thread(target=lambda: box.append(1))
+    worker.start()
+    worker.join()
+    return box == [1]
+""")
+    assert result == {"clone3": ENOSYS, "newer_than_policy": ENOSYS, "threads_still_work": True}
+
+
+def test_x32_system_calls_do_not_slip_past_the_filter(one_zygote: Grader) -> None:
+    """x32 numbers (0x40000000 + n) would slip past rules written for x86-64 numbers: they fail."""
+    result = run_probe(one_zygote, """
+def probe():
+    return {"x32_socket": syscall(0x40000000 | 41, 2, 1, 0), "x32_ptrace": syscall(0x40000000 | 521, 16, 1, 0, 0)}
+""")
+    assert result == {"x32_socket": ENOSYS, "x32_ptrace": ENOSYS}
+
+
+def test_the_run_sees_almost_nothing(one_zygote: Grader) -> None:
+    result = run_probe(one_zygote, """
+def probe():
+    fds = [fd for fd in range(1024) if attempt(lambda fd=fd: os.fstat(fd)) == 0]
+    words = ("GRADER", "SECRET", "TOKEN", "DATABASE", "PASSWORD", "KEY")
+    return {
+        "uid": os.getuid(), "pid": os.getpid(), "host": socket.gethostname(), "fds": len(fds),
+        "proc": attempt(lambda: os.listdir("/proc")), "root": sorted(os.listdir("/")),
+        "dev": sorted(os.listdir("/dev")), "env": [n for n in os.environ if any(w in n for w in words)],
+        "passwd": attempt(lambda: open("/etc/passwd").read()),
+        "write_usr": attempt(lambda: open("/usr/x", "w")),
+        "kill_all": attempt(lambda: os.kill(-1, signal.SIGKILL)),
+    }
+""")
+    assert result["uid"] == 61000 and result["pid"] == 1 and result["host"] == "sandbox"
+    assert result["fds"] == 4, "only stdin, stdout, stderr (all /dev/null) and the result pipe are open"
+    assert result["proc"] != 0 and result["passwd"] != 0 and result["write_usr"] != 0
+    assert set(result["root"]) <= {"bin", "dev", "etc", "lib", "lib32", "lib64", "root", "tmp", "usr"}  # type: ignore[arg-type]
+    assert result["dev"] == ["null", "random", "urandom", "zero"]
+    assert result["env"] == []
+    assert result["kill_all"] == ESRCH, "kill(-1) found no other process in its PID namespace"
+
+
+def test_scratch_is_empty_for_the_next_run_and_symlinks_are_not_followed(one_zygote: Grader) -> None:
+    make_canary()
+    before = canary_state()
+    first = run_probe(one_zygote, """
+def probe():
+    os.symlink("/tmp/hw-grader-canary", "canary-link")
+    os.symlink("/", "root-link")
+    os.mkdir("locked")
+    open("locked/file", "w").write("x")
+    os.mkdir("locked/sealed", 0)  # chmod is refused, but a folder can be made without permissions
+    open("left-behind", "w").write("for the next run")
+    return {"cwd": sorted(os.listdir("."))}
+""")
+    assert first["cwd"] == ["canary-link", "left-behind", "locked", "root-link"]
+    second = run_probe(one_zygote, """
+def probe():
+    return {"cwd": sorted(os.listdir("."))}
+""")
+    assert second["cwd"] == [], "a run found what the previous run left"
+    assert canary_state() == before
+
+
+def test_no_trace_of_the_previous_submission_in_memory() -> None:
+    """The next run inherits the zygote's memory: the previous source must not be anywhere in it.
+
+    The probe reads every readable page near its heap, its Python objects and its mappings (mincore
+    finds them, a pipe tells readable from guard pages), looking for the previous source's marker.
+    It knows only the marker's hash, so its own memory never holds the marker.
+    """
+    secret = f"{os.getpid():08d}{time.monotonic_ns():020d}"
+    marker = "MARKERq" + secret
+    filler = "# a long comment, so that the marker lies beyond where the next source will be written\n" * 1500
+    previous = CORRECT.replace("import numpy as np", f"import numpy as np\n{filler}# {marker}", 1)
+    digest = hashlib.sha256(marker.encode()).hexdigest()
+    with Grader(workers=1, limits=Limits(time_limit=20.0)) as grader:
+        assert grader.grade(previous.encode()).score == 10
+        result = run_probe(grader, f"""
+import hashlib
+
+PAGE = mmap.PAGESIZE
+libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+libc.write.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]
+
+
+vector = (ctypes.c_ubyte * (1 << 18))()
+
+
+def mapped(address, pages=1):
+    return libc.mincore(address, pages * PAGE, vector) == 0
+
+
+def region(address, limit=1 << 18):
+    # the mapped pages around an address: grow while whole steps are mapped, halving the step
+    low = high = address & ~(PAGE - 1)
+    step = limit
+    while step:
+        if mapped(high, step) and high - low < limit * PAGE:
+            high += step * PAGE
+        else:
+            step //= 2
+    step = limit
+    while step:
+        if low >= step * PAGE and mapped(low - step * PAGE, step) and high - low < limit * PAGE:
+            low -= step * PAGE
+        else:
+            step //= 2
+    return low, high
+
+
+def starts():
+    seen = [ctypes.addressof(ctypes.create_string_buffer(64)), ctypes.addressof(ctypes.create_string_buffer(1 << 20))]
+    for item in gc.get_objects()[::50]:
+        seen.append(id(item))
+    for item in gc.get_objects():
+        if isinstance(item, mmap.mmap) and len(item):
+            seen.append(ctypes.addressof(ctypes.c_char.from_buffer(item)))
+        if isinstance(item, np.ndarray) and item.size:
+            seen.append(item.ctypes.data)
+    return seen
+
+
+def probe():
+    prefix, length = b"MARK" + b"ERq", {len(marker)}
+    read_end, write_end = os.pipe()
+    regions, hits, scanned = [], 0, 0
+    for address in starts():
+        if any(low <= address < high for low, high in regions) or not mapped(address & ~(PAGE - 1)):
+            continue
+        regions.append(region(address))
+    os.set_blocking(write_end, False)
+    for low, high in regions:
+        block = low
+        while block < high:
+            size = min(16 * PAGE, high - block)  # the pipe holds 16 pages
+            copied = libc.write(write_end, block, size)  # a guard page stops the copy (EFAULT), no crash
+            if copied > 0:
+                os.read(read_end, copied)
+            readable = max(copied, 0) // PAGE * PAGE
+            if readable:
+                chunk = ctypes.string_at(block, readable)
+                scanned += readable
+                at = chunk.find(prefix)
+                while at >= 0:
+                    if hashlib.sha256(chunk[at:at + length]).hexdigest() == "{digest}":
+                        hits += 1
+                    at = chunk.find(prefix, at + 1)
+            block += readable if readable == size else readable + PAGE
+    return {{"hits": hits, "scanned_mb": scanned >> 20}}
+""")
+    assert result["scanned_mb"] >= 20, result  # it really did read the inherited heap and arenas
+    assert result["hits"] == 0, result
+
+
+def test_a_closed_result_pipe_does_not_stall_the_zygote(one_zygote: Grader) -> None:
+    """A run that closes its end of the pipe and sleeps is a hang: the time limit still ends it."""
+    started = time.monotonic()
+    source = probe_source("""
+def probe():
+    for fd in range(3, 64):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    time.sleep(3600)
+""")
+    report = one_zygote.grade(source)
+    assert time.monotonic() - started < 20
+    assert "fc_forward did not return within 1 s" in messages(report)
+    assert report.problems[1].score == 2, "the other functions still ran"
+
+
+def test_faking_progress_does_not_buy_time() -> None:
+    """Scribbling on the shared progress page from a thread only reaches the run's hard ceiling
+    (the import limit plus one call limit per function and two more: 1 + 0.3 * 8 s here), and
+    only at the submission's own expense."""
+    source = probe_source("""
+def probe():
+    import threading
+    frame, page = sys._getframe(), None
+    while page is None:  # up the stack to the harness, which holds the page
+        page = getattr(frame.f_locals.get("self"), "progress", None)
+        frame = frame.f_back
+    def bump():
+        n = 100
+        while True:
+            n += 1
+            struct.pack_into("<qq", page, 0, n, 10**9)
+            time.sleep(0.01)
+    threading.Thread(target=bump, daemon=True).start()
+    time.sleep(3600)
+""")
+    with Grader(workers=1, limits=Limits(time_limit=0.3, import_time_limit=1.0)) as grader:
+        started = time.monotonic()
+        report = grader.grade(source)
+        elapsed = time.monotonic() - started
+    assert 3.0 < elapsed < 10, elapsed
+    # the page said "call 10**9": the failure cannot be pinned on one function, so it is everyone's
+    assert report.problems[0].checks[0].message.startswith("fc_forward did not return within 0.3 s")
+    assert report.score == 0 and report.errors == []
+
+
+def test_forged_frames_cannot_crash_the_grader(one_zygote: Grader) -> None:
+    """Well-formed frames with the wrong number of values, nested JSON, an empty batch, huge counts."""
+    source = probe_source("""
+def frame(header, arrays=()):
+    specs = [{"dtype": "f8", "shape": list(a.shape)} for a in arrays]
+    body = json.dumps({**header, "arrays": specs}).encode()
+    return struct.pack(">I", len(body)) + body + b"".join(a.tobytes() for a in arrays)
+
+def probe():
+    pipe = max(fd for fd in range(3, 64) if attempt(lambda fd=fd: os.fstat(fd)) == 0)
+    os.write(pipe, frame({"op": "results", "results": [{"call": 1, "status": "ok", "values": []}]}))
+    time.sleep(3600)
+""")
+    report = one_zygote.grade(source)
+    assert report.problems[0].checks[0].message.startswith("fc_forward sent a malformed result")
+    nested = probe_source("""
+def probe():
+    pipe = max(fd for fd in range(3, 64) if attempt(lambda fd=fd: os.fstat(fd)) == 0)
+    body = b"[" * 120000 + b"]" * 120000
+    os.write(pipe, struct.pack(">I", len(body)) + body)
+    time.sleep(3600)
+""")
+    assert "malformed" in messages(one_zygote.grade(nested))
+    empty = probe_source("""
+def probe():
+    pipe = max(fd for fd in range(3, 64) if attempt(lambda fd=fd: os.fstat(fd)) == 0)
+    body = json.dumps({"op": "results", "results": [], "arrays": []}).encode()
+    for _ in range(1000):
+        os.write(pipe, struct.pack(">I", len(body)) + body)
+    time.sleep(3600)
+""")
+    assert "malformed" in messages(one_zygote.grade(empty))
+    # and the zygote is still the same, healthy one
+    assert one_zygote.grade(CORRECT.encode()).score == 10
+
+
+def test_a_previously_good_value_count_is_checked_per_call() -> None:
+    """The zygote accepts a result only with exactly the values its call returns."""
+    from grader.sandbox.zygote import _clean_results
+
+    calls = [{"fn": "f", "send": [0, 1]}, {"fn": "g", "send": [0], "perturb": {"arg": 0}}]
+    ok = {"call": 0, "status": "ok", "values": [{"kind": "array"}, {"kind": "none"}]}
+    specs = [{"dtype": "f8", "shape": [2]}]
+    assert _clean_results([ok], specs, calls, {0, 1}) is not None
+    assert _clean_results([{**ok, "values": [{"kind": "array"}]}], specs, calls, {0, 1}) is None
+    assert _clean_results([ok], [{"dtype": "i8", "shape": [2]}], calls, {0, 1}) is None
+    assert _clean_results([ok], specs, calls, {1}) is None, "a call that is not pending"
+    assert _clean_results([], [], calls, {0, 1}) is None
+
+
+def test_terminal_escapes_never_reach_a_report(one_zygote: Grader) -> None:
+    source = probe_source("""
+def probe():
+    raise ValueError("\\x1b]0;pwned\\x07\\x1b[2J\\x1b[31mred\\u202eevil\\r\\n\\x00")
+""")
+    text = messages(one_zygote.grade(source))
+    assert "red" in text and "evil" in text
+    assert not re.search("[\\x00-\\x1f\\x7f-\\x9f\\u202e]", text)
+
+
+def test_a_memory_cgroup_breach_is_reported_as_the_memory_limit() -> None:
+    """Processes each under the address-space limit, together over the cgroup's: the kernel kills the
+    largest (the run itself), and the feedback names the memory limit, not a mysterious SIGKILL."""
+    limits = Limits(time_limit=5.0, import_time_limit=5.0, memory_limit_mb=64, scratch_mb=8)
+    with Grader(workers=1, limits=limits) as grader:
+        if not grader.layers["cgroup_memory"]:
+            pytest.skip("no memory cgroup on this host")
+        source = probe_source("""
+def probe():
+    for _ in range(4):
+        if os.fork() == 0:
+            hog = bytearray(16 << 20)
+            time.sleep(3)
+            os._exit(0)
+    time.sleep(0.3)
+    hogs = [bytearray(1 << 20) for _ in range(100)]  # the biggest process, so the one the kernel kills
+    time.sleep(3)
+    return {"survived": len(hogs)}
+""")
+        report = grader.grade(source)
+    assert "memory limit of 64 MB exceeded in fc_forward" in messages(report)
+    assert "memory" in report.limits_hit
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="simulating a deployment needs root")
+def test_sharing_the_graders_uid_gives_no_reach_over_it() -> None:
+    """In the compose deployment the run has the grader's uid: it may still not touch the grader's
+    limits, priority or files, nor signal it."""
+    assignment = assignment_copy(time_limit=20.0, import_time_limit=5.0)
+    make_canary()
+    before = canary_state()
+    probe = Path(assignment.parent) / "reach.py"
+    probe.write_bytes(probe_source(f"""
+def probe():
+    import resource
+    reached = []
+    for pid in range(2, 32769):
+        if pid == os.getpid():
+            continue
+        if attempt(lambda: resource.prlimit(pid, resource.RLIMIT_NOFILE, (0, 0))) == 0:
+            reached.append(("prlimit", pid))
+        if attempt(lambda: os.setpriority(os.PRIO_PROCESS, pid, 19)) == 0:
+            reached.append(("nice", pid))
+        if attempt(lambda: os.kill(pid, signal.SIGSTOP)) == 0:
+            reached.append(("kill", pid))
+    for path in ("{CANARY}", "{CANARY}/keep.txt"):
+        for action in (lambda: os.chmod(path, 0), lambda: os.utime(path, (0, 0)),
+                       lambda: os.setxattr(path, "user.x", b"1")):
+            if attempt(action) == 0:
+                reached.append(("file", path))
+    return {{"reached": reached[:10]}}
+"""))
+    os.chmod(probe, 0o644)
+    command = [sys.executable, str(ROOT / "tests" / "sandbox_deployment.py"), "--keep", str(CANARY), "--keep",
+               str(assignment.parent), "compose", "--", "-m", "grader.cli", "grade", "--format", "json",
+               "--assignment", str(assignment), str(probe)]
+    try:
+        result = run_grader(command, timeout=120)
+    finally:
+        shutil.rmtree(assignment.parent)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = reports_by_file(result.stdout)["reach.py"]
+    text = " | ".join(c["message"] for p in report["problems"] for c in p["checks"])  # type: ignore[attr-defined]
+    assert outcome(text) == {"reached": []}
+    assert canary_state() == before
