@@ -99,7 +99,8 @@ class Limits:
 
 # The zygote mounts its private new root over this path, in its own mount namespace only.
 NEW_ROOT = "/tmp"  # noqa: S108 - over the zygote's own /tmp, seen by nothing else
-SCRATCH = "/tmp"  # noqa: S108 - inside the new root
+SCRATCH = "/tmp"  # noqa: S108 - inside the new root, unless the Python install itself lives under /tmp
+SCRATCH_BESIDE_TMP = "/.scratch"  # then the scratch goes here, so it does not cover the install
 SYSTEM_PATHS = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/etc/ld.so.cache", "/etc/localtime")
 DEVICES = ("/dev/null", "/dev/zero", "/dev/urandom", "/dev/random")
 RUN_HOSTNAME = "sandbox"
@@ -289,6 +290,7 @@ class Isolation:
         self.seccomp: kernel.SeccompProgram | None = None
         self.address_space = 0  # bytes the zygote has mapped, which a run inherits
         self.scratch = ""  # the run's scratch folder, as the zygote sees it
+        self.scratch_in_root = SCRATCH  # the same folder, as the run sees it inside the new root
         self.scratch_size_mb = 0
         self._own_pid_ns: int | None = None
 
@@ -413,24 +415,34 @@ class Isolation:
 
     def _build_new_root(self) -> None:
         root = NEW_ROOT
-        kernel.mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
-        for path in self._read_paths():
-            target = root + path
-            if os.path.islink(path):
-                os.makedirs(os.path.dirname(target), exist_ok=True)
-                os.symlink(os.readlink(path), target)
-                continue
-            _bind(path, target, read_only=True)
-        for device in DEVICES:
-            if os.path.exists(device):
-                _bind(device, root + device, read_only=False)
+        read_paths = self._read_paths()
+        # Open every source before the new root's tmpfs covers /tmp: a virtualenv under /tmp is then
+        # still bound, through its descriptor.
+        sources = {path: _open_path(path) for path in [*read_paths, *DEVICES] if not os.path.islink(path)}
+        under_tmp = any(p == SCRATCH or p.startswith(SCRATCH + "/") for p in read_paths)
+        self.scratch_in_root = SCRATCH_BESIDE_TMP if under_tmp else SCRATCH
+        try:
+            kernel.mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
+            for path in read_paths:
+                target = root + path
+                if os.path.islink(path):
+                    os.makedirs(os.path.dirname(target), exist_ok=True)
+                    os.symlink(os.readlink(path), target)
+                    continue
+                _bind(sources[path], target, read_only=True)
+            for device in DEVICES:
+                if device in sources:
+                    _bind(sources[device], root + device, read_only=False)
+        finally:
+            for descriptor in sources.values():
+                os.close(descriptor)
         for hidden in self.config.hidden_paths:
             target = root + os.path.realpath(hidden)
             if os.path.isdir(target):
                 kernel.mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV | MS_RDONLY, "size=4k,mode=0555")
-        os.makedirs(root + SCRATCH, mode=0o1777, exist_ok=True)
+        os.makedirs(root + self.scratch_in_root, mode=0o1777, exist_ok=True)
         kernel.mount(None, root, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
-        self.scratch = root + SCRATCH
+        self.scratch = root + self.scratch_in_root
         self._mount_scratch(Limits().scratch_mb)
 
     def _mount_scratch(self, size_mb: int) -> None:
@@ -565,7 +577,7 @@ class Isolation:
             kernel.unshare(self.run_namespaces)
             if self.run_namespaces & CLONE_NEWUTS:
                 socket.sethostname(RUN_HOSTNAME)
-        scratch = SCRATCH if self.layers["new_root"] else self.scratch
+        scratch = self.scratch_in_root if self.layers["new_root"] else self.scratch
         ruleset = self.landlock_ruleset
         _close_fds_except([*keep_fds, *([ruleset] if ruleset is not None else [])])
         _apply_rlimits(limits, self.address_space)
@@ -652,7 +664,13 @@ def _become_pid_namespace_parent() -> None:  # pragma: no cover - runs in the ch
     os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 70)
 
 
-def _bind(source: str, target: str, *, read_only: bool) -> None:
+def _open_path(path: str) -> int:
+    return os.open(path, os.O_PATH | os.O_CLOEXEC)
+
+
+def _bind(descriptor: int, target: str, *, read_only: bool) -> None:
+    """Bind what `descriptor` (an O_PATH descriptor) names onto `target`, then remount it restricted."""
+    source = f"/proc/self/fd/{descriptor}"
     if os.path.isdir(source):
         os.makedirs(target, exist_ok=True)
     else:
