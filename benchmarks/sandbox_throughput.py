@@ -55,6 +55,18 @@ def pyenv_shim() -> str | None:
     return None
 
 
+def cpu_seconds(zygotes: list[int]) -> tuple[float, float, float]:
+    """CPU seconds so far of this process, of the zygotes, and of the runs they forked and reaped."""
+    tick = os.sysconf("SC_CLK_TCK")
+    own = os.times()
+    zygote = runs = 0.0
+    for pid in zygotes:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        zygote += (int(fields[11]) + int(fields[12])) / tick
+        runs += (int(fields[13]) + int(fields[14])) / tick
+    return own.user + own.system, zygote, runs
+
+
 def rss_kb(pid: int) -> tuple[int, int]:
     """(RSS, PSS) of a process in kB: PSS splits pages shared between zygotes and the parent fairly."""
     rss = pss = 0
@@ -105,10 +117,14 @@ def main() -> None:
         assert all(r.score == 10 for r in warm), [r.errors for r in warm]
         # Grading and the floor alternate, so that a change in the machine's load affects both alike.
         rounds = []
+        zygotes = grader.pool.zygote_pids()
+        cpu: list[tuple[float, float, float]] = []
         for _ in range(args.rounds):
+            before = cpu_seconds(zygotes)
             started = time.perf_counter()
             reports = grader.grade_many([(f"s{i}", source) for i in range(args.copies)])
             graded = time.perf_counter() - started
+            cpu.append(tuple((b - a) / args.copies * 1000 for a, b in zip(before, cpu_seconds(zygotes), strict=True)))
             assert all(r.score == 10 for r in reports), "a correct copy did not score 10"
             floor = fresh_interpreters([binary, "-c", "import numpy"], args.copies, cores)
             rounds.append((graded, floor))
@@ -133,6 +149,9 @@ def main() -> None:
     if shim_seconds is not None:
         best = min(graded for graded, _ in rounds)
         print(f"through the pyenv shim `{shim}`: {shim_seconds:.3f} s; ratio {best / shim_seconds:.3f}")
+    parent, zygote, runs = (statistics.median(c[i] for c in cpu) for i in range(3))
+    print(f"CPU per submission (median of rounds): grader process {parent:.2f} ms, zygotes {zygote:.2f} ms, "
+          f"sandboxed runs {runs:.2f} ms, total {parent + zygote + runs:.2f} ms")
     print(f"single-submission latency over {args.latency_runs} runs: p50 {percentile(latencies, 50) * 1000:.2f} ms, "
           f"p99 {percentile(latencies, 99) * 1000:.2f} ms, mean {statistics.mean(latencies) * 1000:.2f} ms")
     names = ["parent", *[f"zygote {i}" for i in range(len(pids) - 1)]]

@@ -23,6 +23,7 @@ from tests.sandbox_support import (
     assignment_copy,
     become_subreaper,
     canary_state,
+    exclusive,
     grade_command,
     leftovers,
     listening,
@@ -83,14 +84,15 @@ def test_doctor_reports_what_the_deployment_allows(profile: str) -> None:
 @pytest.mark.parametrize("profile", sorted(LAYERS))
 def test_hostile_samples_in_each_deployment(profile: str, short_assignment: Path) -> None:
     become_subreaper()
-    make_canary()
-    with listening() as listeners:
-        before: dict[str, object] = {"canary": canary_state(), **leftovers()}
-        result = run_grader(grade_command(short_assignment, sorted(HOSTILE.glob("*.py")), profile))
-        assert result.returncode == 0, result.stderr[-2000:]
-        check_scores(reports_by_file(result.stdout), messages=False)
-        assert "stopped answering" not in result.stderr, "a zygote died"
-        assert_contained(result.stdout + result.stderr, listeners, before)
+    with exclusive():
+        make_canary()
+        with listening() as listeners:
+            before: dict[str, object] = {"canary": canary_state(), **leftovers()}
+            result = run_grader(grade_command(short_assignment, sorted(HOSTILE.glob("*.py")), profile))
+            assert result.returncode == 0, result.stderr[-2000:]
+            check_scores(reports_by_file(result.stdout), messages=False)
+            assert "stopped answering" not in result.stderr, "a zygote died"
+            assert_contained(result, listeners, before)
 
 
 def test_expected_scores_do_not_depend_on_the_deployment() -> None:

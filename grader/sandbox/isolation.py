@@ -55,6 +55,7 @@ import shutil
 import signal
 import socket
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -595,6 +596,7 @@ class Isolation:
     # -- when the zygote exits ------------------------------------------------------------------------
 
     def close(self) -> None:
+        _reap_orphans(wait_seconds=2.0)  # a killed run's processes may still be on their way out
         if self.cgroups is not None:
             self.cgroups.close()
         if self.config.scratch_base and os.path.lexists(self.config.scratch_base):
@@ -728,15 +730,19 @@ def _address_space_bytes() -> int:
         return 0
 
 
-def _reap_orphans() -> None:
-    """The zygote is a child subreaper: whatever a run left behind is reparented to it, and reaped."""
+def _reap_orphans(wait_seconds: float = 0.0) -> None:
+    """The zygote is a child subreaper: whatever a run left behind is reparented to it, and reaped
+    (if it is still alive after `wait_seconds`, it is not waited for)."""
+    deadline = time.monotonic() + wait_seconds
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             return
         if pid == 0:
-            return
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(0.005)
 
 
 def empty_folder(path: str, mode: int) -> None:
