@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -48,11 +47,12 @@ def fresh_interpreters(command: list[str], copies: int, parallel: int) -> float:
 
 
 def pyenv_shim() -> str | None:
-    """The `python3` a shell would run, when it is a pyenv shim rather than the binary itself."""
-    found = shutil.which("python3")
-    if found and "shims" in Path(found).parts:
-        return found
-    return None
+    """The pyenv `python3` shim a shell would run, if there is one (pyenv itself puts the version's
+    own bin folder first on PATH for the processes it starts, so `which` would find the binary)."""
+    candidates = [Path(p) / "python3" for p in os.environ.get("PATH", "").split(os.pathsep) if Path(p).name == "shims"]
+    root = os.environ.get("PYENV_ROOT", str(Path.home() / ".pyenv"))
+    candidates.append(Path(root) / "shims" / "python3")
+    return next((str(c) for c in candidates if c.is_file() and os.access(c, os.X_OK)), None)
 
 
 def cpu_seconds(zygotes: list[int]) -> tuple[float, float, float]:
