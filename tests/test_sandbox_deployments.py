@@ -99,3 +99,22 @@ def test_expected_scores_do_not_depend_on_the_deployment() -> None:
     """The samples are written so that a layer's absence shows in the score, never just in a message."""
     assert all("problems" in expected for expected in EXPECTED.values())
     assert isinstance(Listeners(), Listeners)
+
+
+def test_without_the_minimum_grading_refuses_unless_told_to_run_insecurely() -> None:
+    """Where neither a network namespace nor seccomp can be had, `grade` refuses in one sentence;
+    `--insecure-no-sandbox` grades anyway, loudly."""
+    script = str(ROOT / "tests" / "sandbox_deployment.py")
+    correct = str(ROOT / "submissions" / "examples" / "correct.py")
+    doctor_run = run_grader([sys.executable, script, "no-isolation", "--", "-m", "grader.cli", "doctor"], timeout=60)
+    assert doctor_run.returncode == 1
+    assert "no_network         no" in doctor_run.stdout and "refuses to run" in doctor_run.stdout
+    refused = run_grader([sys.executable, script, "no-isolation", "--", "-m", "grader.cli", "grade", correct])
+    assert refused.returncode != 0 and refused.stdout == ""
+    assert "cannot give student code even the minimum isolation" in refused.stderr
+    assert "--insecure-no-sandbox" in refused.stderr and "Traceback" not in refused.stderr
+    insecure = run_grader([sys.executable, script, "no-isolation", "--", "-m", "grader.cli", "grade",
+                           "--insecure-no-sandbox", "--format", "json", correct])
+    assert insecure.returncode == 0, insecure.stderr[-2000:]
+    assert json.loads(insecure.stdout)["score"] == 10
+    assert "GRADING WITHOUT A SANDBOX" in insecure.stderr
