@@ -112,6 +112,7 @@ def exclusive() -> Iterator[None]:
         try:
             yield
         finally:
+            shutil.rmtree(CANARY, ignore_errors=True)
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
