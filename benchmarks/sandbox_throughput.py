@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -48,11 +47,24 @@ def fresh_interpreters(command: list[str], copies: int, parallel: int) -> float:
 
 
 def pyenv_shim() -> str | None:
-    """The `python3` a shell would run, when it is a pyenv shim rather than the binary itself."""
-    found = shutil.which("python3")
-    if found and "shims" in Path(found).parts:
-        return found
-    return None
+    """The pyenv `python3` shim a shell would run, if there is one (pyenv itself puts the version's
+    own bin folder first on PATH for the processes it starts, so `which` would find the binary)."""
+    candidates = [Path(p) / "python3" for p in os.environ.get("PATH", "").split(os.pathsep) if Path(p).name == "shims"]
+    root = os.environ.get("PYENV_ROOT", str(Path.home() / ".pyenv"))
+    candidates.append(Path(root) / "shims" / "python3")
+    return next((str(c) for c in candidates if c.is_file() and os.access(c, os.X_OK)), None)
+
+
+def cpu_seconds(zygotes: list[int]) -> tuple[float, float, float]:
+    """CPU seconds so far of this process, of the zygotes, and of the runs they forked and reaped."""
+    tick = os.sysconf("SC_CLK_TCK")
+    own = os.times()
+    zygote = runs = 0.0
+    for pid in zygotes:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        zygote += (int(fields[11]) + int(fields[12])) / tick
+        runs += (int(fields[13]) + int(fields[14])) / tick
+    return own.user + own.system, zygote, runs
 
 
 def rss_kb(pid: int) -> tuple[int, int]:
@@ -105,10 +117,14 @@ def main() -> None:
         assert all(r.score == 10 for r in warm), [r.errors for r in warm]
         # Grading and the floor alternate, so that a change in the machine's load affects both alike.
         rounds = []
+        zygotes = grader.pool.zygote_pids()
+        cpu: list[tuple[float, float, float]] = []
         for _ in range(args.rounds):
+            before = cpu_seconds(zygotes)
             started = time.perf_counter()
             reports = grader.grade_many([(f"s{i}", source) for i in range(args.copies)])
             graded = time.perf_counter() - started
+            cpu.append(tuple((b - a) / args.copies * 1000 for a, b in zip(before, cpu_seconds(zygotes), strict=True)))
             assert all(r.score == 10 for r in reports), "a correct copy did not score 10"
             floor = fresh_interpreters([binary, "-c", "import numpy"], args.copies, cores)
             rounds.append((graded, floor))
@@ -133,6 +149,9 @@ def main() -> None:
     if shim_seconds is not None:
         best = min(graded for graded, _ in rounds)
         print(f"through the pyenv shim `{shim}`: {shim_seconds:.3f} s; ratio {best / shim_seconds:.3f}")
+    parent, zygote, runs = (statistics.median(c[i] for c in cpu) for i in range(3))
+    print(f"CPU per submission (median of rounds): grader process {parent:.2f} ms, zygotes {zygote:.2f} ms, "
+          f"sandboxed runs {runs:.2f} ms, total {parent + zygote + runs:.2f} ms")
     print(f"single-submission latency over {args.latency_runs} runs: p50 {percentile(latencies, 50) * 1000:.2f} ms, "
           f"p99 {percentile(latencies, 99) * 1000:.2f} ms, mean {statistics.mean(latencies) * 1000:.2f} ms")
     names = ["parent", *[f"zygote {i}" for i in range(len(pids) - 1)]]

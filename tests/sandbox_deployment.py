@@ -8,7 +8,9 @@ Profiles (see docs/sandbox.md):
                   cgroup tree mounted read-only;
   compose         the hardened docker-compose worker: `cap_drop: [ALL]`, `no-new-privileges`,
                   `read_only: true` with a tmpfs on /tmp, and the same seccomp profile;
-  rootless        an unprivileged user (uid 1000) on a host that allows user namespaces.
+  rootless        an unprivileged user (uid 1000) on a host that allows user namespaces;
+  no-isolation    a container that refuses namespaces, seccomp filters and Landlock alike, where
+                  not even the minimum isolation can be had.
 In every profile the Python install is made world-readable (as it is in a container image; here it
 lives under /root, mode 0700), and the paths given with `--keep PATH` stay visible in /tmp.
 """
@@ -39,7 +41,7 @@ UNPRIVILEGED_UID = 1000
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("profile", choices=["docker-default", "compose", "rootless"])
+    parser.add_argument("profile", choices=["docker-default", "compose", "rootless", "no-isolation"])
     parser.add_argument("--keep", action="append", default=[], help="a path under /tmp to keep visible")
     parser.add_argument("args", nargs=argparse.REMAINDER)
     options = parser.parse_args()
@@ -51,8 +53,8 @@ def main() -> None:
     read_only_cgroups()
     if options.profile == "compose":
         read_only_root(options.keep)
-    if options.profile in ("docker-default", "compose"):
-        docker_seccomp()
+    if options.profile in ("docker-default", "compose", "no-isolation"):
+        docker_seccomp(refuse_filters=options.profile == "no-isolation")
     if options.profile == "docker-default":
         keep_capabilities(DOCKER_CAPABILITIES)
     else:
@@ -108,13 +110,17 @@ def read_only_root(keep: list[str]) -> None:
     kernel.mount(None, "/", None, flags)
 
 
-def docker_seccomp() -> None:
+def docker_seccomp(*, refuse_filters: bool = False) -> None:
     import errno
 
     import pyseccomp
 
     docker = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
-    for name in DOCKER_DENIED:
+    filters = ("seccomp", "landlock_create_ruleset", "landlock_restrict_self")
+    denied = DOCKER_DENIED + (filters if refuse_filters else ())
+    if refuse_filters:
+        docker.add_rule(pyseccomp.ERRNO(errno.EPERM), "prctl", pyseccomp.Arg(0, pyseccomp.EQ, kernel.PR_SET_SECCOMP))
+    for name in denied:
         if pyseccomp.resolve_syscall(pyseccomp.Arch.NATIVE, name) >= 0:
             docker.add_rule(pyseccomp.ERRNO(errno.EPERM), name)
     for flag in kernel.NAMESPACE_FLAGS:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -103,6 +104,19 @@ class Listeners:
 
 
 @contextlib.contextmanager
+def exclusive() -> Iterator[None]:
+    """The canary folder and the port are fixed (the samples aim at them): test runs of other
+    checkouts on the same machine take turns with them."""
+    with open("/tmp/hw-grader-canary.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            shutil.rmtree(CANARY, ignore_errors=True)
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
 def listening() -> Iterator[Listeners]:
     listeners = Listeners()
     listeners.start()
@@ -132,20 +146,23 @@ def canary_state() -> dict[str, tuple[int, int, str]]:
     return state
 
 
-def leftovers() -> dict[str, set[str]]:
-    """Everything a run or a grader could leave behind, to compare before and after."""
+def leftovers(graders: tuple[int, ...] = ()) -> dict[str, set[str]]:
+    """Everything a run or a grader could leave behind, to compare before and after: files the
+    hostile samples name, cgroups and scratch folders of the given grader processes (and of this
+    one), and this process's children (it is a subreaper: orphans come to it)."""
+    owners = tuple(f"{cgroups.PREFIX}{pid}." for pid in (os.getpid(), *graders))
     found: dict[str, set[str]] = {"files": set(), "cgroups": set(), "children": set()}
     for folder in ("/tmp", "/var/tmp", "/dev/shm", "/", "/root", "/work"):
         try:
             names = os.listdir(folder)
         except OSError:
             continue
-        found["files"].update(f"{folder}/{n}" for n in names if n.startswith(("hw-hostile", cgroups.PREFIX)))
+        found["files"].update(f"{folder}/{n}" for n in names if n.startswith(("hw-hostile", *owners)))
     for controller in ("memory", "pids"):
         hierarchy = cgroups.find_hierarchy(controller)
         if hierarchy is not None:
             found["cgroups"].update(
-                f"{hierarchy.parent}/{n}" for n in os.listdir(hierarchy.parent) if n.startswith(cgroups.PREFIX)
+                f"{hierarchy.parent}/{n}" for n in os.listdir(hierarchy.parent) if n.startswith(owners)
             )
     found["children"] = children_of(os.getpid())
     return found
@@ -194,11 +211,28 @@ def grade_command(assignment: Path, files: list[Path], profile: str | None = Non
     return [sys.executable, str(ROOT / "tests" / "sandbox_deployment.py"), *keep, profile, "--", *command]
 
 
-def run_grader(command: list[str], timeout: float = 240) -> subprocess.CompletedProcess[str]:
+@dataclass
+class Finished:
+    """A grader command that ran: its output, and its pid (the name of its cgroups and folders)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    pid: int
+
+
+def run_grader(command: list[str], timeout: float = 240) -> Finished:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRADER_")}
     env.update(SECRET_ENV)
     env["PYTHONPATH"] = str(ROOT)
-    return subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
+    with subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            stdout, stderr = process.communicate()
+    return Finished(process.returncode, stdout, stderr, process.pid)
 
 
 def reports_by_file(stdout: str) -> dict[str, dict[str, object]]:

@@ -15,10 +15,12 @@ from tests.sandbox_support import (
     CANARY,
     HOSTILE,
     SECRET,
+    Finished,
     Listeners,
     assignment_copy,
     become_subreaper,
     canary_state,
+    exclusive,
     failure_messages,
     grade_command,
     leftovers,
@@ -53,18 +55,19 @@ def short_assignment() -> Iterator[Path]:
 @pytest.fixture()
 def watched() -> Iterator[tuple[Listeners, dict[str, object]]]:
     become_subreaper()
-    make_canary()
-    with listening() as listeners:
-        before: dict[str, object] = {"canary": canary_state(), **leftovers()}
-        yield listeners, before
+    with exclusive():
+        make_canary()
+        with listening() as listeners:
+            before: dict[str, object] = {"canary": canary_state(), **leftovers()}
+            yield listeners, before
 
 
-def assert_contained(output: str, listeners: Listeners, before: dict[str, object]) -> None:
+def assert_contained(result: Finished, listeners: Listeners, before: dict[str, object]) -> None:
     """The shared postcondition of every hostile run."""
-    assert SECRET not in output, "a secret of the grader's environment reached a report"
+    assert SECRET not in result.stdout + result.stderr, "a secret of the grader's environment reached a report"
     assert listeners.received == [], f"something reached the listeners: {listeners.received}"
     assert canary_state() == before["canary"], "a run changed the canary folder"
-    after = leftovers()
+    after = leftovers((result.pid,))
     for kind in ("files", "cgroups", "children"):
         assert after[kind] == before[kind], f"left behind ({kind}): {set(after[kind]) ^ set(before[kind])}"  # type: ignore[arg-type]
 
@@ -90,7 +93,7 @@ def test_hostile_samples_through_the_command_line(
     check_scores(reports_by_file(result.stdout), messages=True)
     assert "stopped answering" not in result.stderr, "a zygote died"
     assert "Traceback" not in result.stderr
-    assert_contained(result.stdout + result.stderr, listeners, before)
+    assert_contained(result, listeners, before)
     assert not list(Path("/tmp").glob("hw-hostile*"))
 
 

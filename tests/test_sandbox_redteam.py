@@ -28,6 +28,7 @@ from tests.sandbox_support import (
     ROOT,
     assignment_copy,
     canary_state,
+    exclusive,
     make_canary,
     reports_by_file,
     run_grader,
@@ -188,9 +189,17 @@ def probe():
 
 
 def test_scratch_is_empty_for_the_next_run_and_symlinks_are_not_followed(one_zygote: Grader) -> None:
-    make_canary()
-    before = canary_state()
-    first = run_probe(one_zygote, """
+    with exclusive():
+        make_canary()
+        before = canary_state()
+        first, second = scratch_probes(one_zygote)
+        assert canary_state() == before
+    assert first["cwd"] == ["canary-link", "left-behind", "locked", "root-link"]
+    assert second["cwd"] == [], "a run found what the previous run left"
+
+
+def scratch_probes(grader: Grader) -> tuple[dict[str, object], dict[str, object]]:
+    first = run_probe(grader, """
 def probe():
     os.symlink("/tmp/hw-grader-canary", "canary-link")
     os.symlink("/", "root-link")
@@ -200,13 +209,11 @@ def probe():
     open("left-behind", "w").write("for the next run")
     return {"cwd": sorted(os.listdir("."))}
 """)
-    assert first["cwd"] == ["canary-link", "left-behind", "locked", "root-link"]
-    second = run_probe(one_zygote, """
+    second = run_probe(grader, """
 def probe():
     return {"cwd": sorted(os.listdir("."))}
 """)
-    assert second["cwd"] == [], "a run found what the previous run left"
-    assert canary_state() == before
+    return first, second
 
 
 def test_no_trace_of_the_previous_submission_in_memory() -> None:
@@ -437,8 +444,6 @@ def test_sharing_the_graders_uid_gives_no_reach_over_it() -> None:
     """In the compose deployment the run has the grader's uid: it may still not touch the grader's
     limits, priority or files, nor signal it."""
     assignment = assignment_copy(time_limit=20.0, import_time_limit=5.0)
-    make_canary()
-    before = canary_state()
     probe = Path(assignment.parent) / "reach.py"
     probe.write_bytes(probe_source(f"""
 def probe():
@@ -465,11 +470,14 @@ def probe():
                str(assignment.parent), "compose", "--", "-m", "grader.cli", "grade", "--format", "json",
                "--assignment", str(assignment), str(probe)]
     try:
-        result = run_grader(command, timeout=120)
+        with exclusive():
+            make_canary()
+            before = canary_state()
+            result = run_grader(command, timeout=120)
+            assert canary_state() == before
     finally:
         shutil.rmtree(assignment.parent)
     assert result.returncode == 0, result.stderr[-2000:]
     report = reports_by_file(result.stdout)["reach.py"]
     text = " | ".join(c["message"] for p in report["problems"] for c in p["checks"])  # type: ignore[attr-defined]
     assert outcome(text) == {"reached": []}
-    assert canary_state() == before

@@ -55,6 +55,7 @@ import shutil
 import signal
 import socket
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -495,6 +496,11 @@ class Isolation:
         except OSError as error:
             self.layers.set("landlock", False, f"unavailable ({error})")
             return
+        ok, reason = _in_child(lambda: _restrict_with(ruleset))  # a seccomp filter above us may refuse it
+        if not ok:
+            os.close(ruleset)
+            self.layers.set("landlock", False, f"cannot be applied here ({reason})")
+            return
         self.landlock_ruleset = ruleset
         covers = ["files"]
         if abi >= 4:
@@ -514,13 +520,18 @@ class Isolation:
         if not self.layers["pid_namespace"]:
             rules += [(name, EPERM, tuple(args)) for name, args in ONLY_ITSELF]
         try:
-            self.seccomp = kernel.compile_seccomp(rules, newest_syscall=NEWEST_KNOWN_SYSCALL)
+            program = kernel.compile_seccomp(rules, newest_syscall=NEWEST_KNOWN_SYSCALL)
         except (ImportError, OSError, ValueError) as error:
             self.layers.set("seccomp", False, f"unavailable ({error}); install libseccomp2 and pyseccomp")
             return
+        ok, reason = _in_child(lambda: _filter_with(program))  # the host may refuse filters altogether
+        if not ok:
+            self.layers.set("seccomp", False, f"cannot be applied here ({reason})")
+            return
+        self.seccomp = program
         extra = "" if contained else "; no processes"
         extra += "" if self.layers["pid_namespace"] else "; signals and limits only within the run"
-        self.layers.set("seccomp", True, f"{self.seccomp.instructions} BPF instructions{extra}")
+        self.layers.set("seccomp", True, f"{program.instructions} BPF instructions{extra}")
 
     # -- once per run, in the zygote ----------------------------------------------------------------
 
@@ -607,6 +618,7 @@ class Isolation:
     # -- when the zygote exits ------------------------------------------------------------------------
 
     def close(self) -> None:
+        _reap_orphans(wait_seconds=2.0)  # a killed run's processes may still be on their way out
         if self.cgroups is not None:
             self.cgroups.close()
         if self.config.scratch_base and os.path.lexists(self.config.scratch_base):
@@ -636,6 +648,16 @@ def _in_child(action: Any) -> tuple[bool, str]:
     os.close(read_fd)
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status) == 0, reason or "failed"
+
+
+def _restrict_with(ruleset: int) -> None:
+    kernel.prctl(kernel.PR_SET_NO_NEW_PRIVS, 1)
+    kernel.landlock_restrict_self(ruleset)
+
+
+def _filter_with(program: kernel.SeccompProgram) -> None:
+    kernel.prctl(kernel.PR_SET_NO_NEW_PRIVS, 1)
+    program.apply()
 
 
 def _pid_nested() -> None:
@@ -746,15 +768,19 @@ def _address_space_bytes() -> int:
         return 0
 
 
-def _reap_orphans() -> None:
-    """The zygote is a child subreaper: whatever a run left behind is reparented to it, and reaped."""
+def _reap_orphans(wait_seconds: float = 0.0) -> None:
+    """The zygote is a child subreaper: whatever a run left behind is reparented to it, and reaped
+    (if it is still alive after `wait_seconds`, it is not waited for)."""
+    deadline = time.monotonic() + wait_seconds
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             return
         if pid == 0:
-            return
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(0.005)
 
 
 def empty_folder(path: str, mode: int) -> None:

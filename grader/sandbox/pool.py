@@ -270,6 +270,16 @@ class SandboxPool:
         for zygote in zygotes:
             self.idle.put(zygote)
 
+    def _pin(self, zygote: ZygoteProcess) -> None:
+        """One core per zygote (and its runs), when there are as many cores as zygotes: a run then
+        never migrates, which saves a tenth of the grading time on two cores."""
+        cores = sorted(os.sched_getaffinity(0))
+        if self.size <= len(cores):
+            try:
+                os.sched_setaffinity(zygote.process.pid, {cores[zygote.index]})
+            except OSError:
+                pass
+
     def _spawn(self, index: int) -> ZygoteProcess:
         name = f"{self.name}.{index}"
         isolation = IsolationConfig(
@@ -278,7 +288,9 @@ class SandboxPool:
             cgroup_name=name,
             scratch_base=os.path.join(tempfile.gettempdir(), name),
         )
-        return ZygoteProcess(index, {"isolation": isolation.__dict__, "preload": self.preload})
+        zygote = ZygoteProcess(index, {"isolation": isolation.__dict__, "preload": self.preload})
+        self._pin(zygote)
+        return zygote
 
     def _respawn(self, index: int) -> ZygoteProcess:
         zygote = self._spawn(index)

@@ -120,6 +120,8 @@ class MessageReader:
         self._header: dict[str, Any] | None = None
         self._body: memoryview | None = None
         self._got = 0
+        self._sizes: list[tuple[np.dtype[Any], int, list[int]]] = []
+        self._total = 0
 
     def read(self, deadline: float | None = None) -> Message | None:
         """Return the next message, or None on EOF. Raises TimeoutError past the deadline."""
@@ -133,7 +135,7 @@ class MessageReader:
         if self._header is None:
             self._take_head(4 + self._length, deadline, eof_ok=False)
             header = self._parse_header(bytes(self._head[4:]))
-            total = sum(_nbytes(spec) for spec in header["arrays"])
+            total = self._total
             if self.arena is not None:
                 if total > len(self.arena):
                     raise ProtocolError(f"arrays larger than {len(self.arena)} bytes")
@@ -150,7 +152,7 @@ class MessageReader:
             if count == 0:
                 raise ProtocolError("truncated message")
             self._got += count
-        message = Message(self._header, self._split_arrays(self._header, self._body), self._body)
+        message = Message(self._header, self._split_arrays(self._body), self._body)
         self._head = bytearray()
         self._length = None
         self._header = None
@@ -189,46 +191,43 @@ class MessageReader:
             raise ProtocolError("header is not JSON") from error
         if not isinstance(header, dict) or not isinstance(header.get("arrays"), list):
             raise ProtocolError("header is not an object with an array list")
-        if len(header["arrays"]) > MAX_ARRAYS:
+        specs = header["arrays"]
+        if len(specs) > MAX_ARRAYS:
             raise ProtocolError("too many arrays")
         total = 0
-        for spec in header["arrays"]:
-            if not isinstance(spec, dict) or spec.get("dtype") not in DTYPES:
+        sizes = []
+        for spec in specs:
+            dtype = DTYPES.get(str(spec.get("dtype"))) if type(spec) is dict else None
+            if dtype is None:
                 raise ProtocolError("bad array spec")
             shape = spec.get("shape")
-            if (
-                not isinstance(shape, list)
-                or len(shape) > MAX_DIMS
-                or not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n for n in shape)
-            ):
+            if type(shape) is not list or len(shape) > MAX_DIMS:
                 raise ProtocolError("bad array shape")
-            total += _nbytes(spec)
+            count = 1
+            for n in shape:
+                if type(n) is not int or n < 0:  # exact type: no bools, no floats
+                    raise ProtocolError("bad array shape")
+                count *= n
+            total += count * dtype.itemsize
             if total > self.max_array_bytes:
                 raise ProtocolError(f"arrays larger than {self.max_array_bytes} bytes")
+            sizes.append((dtype, count, shape))
+        self._sizes = sizes
+        self._total = total
         return header
 
-    def _split_arrays(self, header: dict[str, Any], body: memoryview) -> list[np.ndarray]:
+    def _split_arrays(self, body: memoryview) -> list[np.ndarray]:
         arrays = []
         offset = 0
-        for spec in header["arrays"]:
-            size = _nbytes(spec)
-            dtype = DTYPES[spec["dtype"]]
-            if size == 0:
-                array = np.zeros(spec["shape"], dtype=dtype)
+        for dtype, count, shape in self._sizes:
+            if count == 0:
+                array = np.zeros(shape, dtype=dtype)
             else:
-                array = np.frombuffer(body, dtype=dtype, count=size // dtype.itemsize, offset=offset)
-                array = array.reshape(spec["shape"])
+                array = np.frombuffer(body, dtype=dtype, count=count, offset=offset).reshape(shape)
             array.flags.writeable = False
             arrays.append(array)
-            offset += size
+            offset += count * dtype.itemsize
         return arrays
-
-
-def _nbytes(spec: dict[str, Any]) -> int:
-    count = 1
-    for n in spec["shape"]:
-        count *= n
-    return count * DTYPES[spec["dtype"]].itemsize
 
 
 def _page_ceiling(size: int, limit: int) -> int:
@@ -237,5 +236,5 @@ def _page_ceiling(size: int, limit: int) -> int:
 
 
 def arena(size: int) -> mmap.mmap:
-    """A private anonymous mapping: untouched pages cost nothing, and a fork copies none of it."""
+    """A private anonymous mapping: untouched pages cost nothing, and wiping it drops its pages."""
     return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
