@@ -164,14 +164,19 @@ class Harness:
         originals = [a.copy() if isinstance(a, np.ndarray) else None for a in args]
         function = self.function(call["fn"])
         self.begin(index)
+        value = self.call_student(function, args)
+        mutated = [i for i, original in enumerate(originals) if original is not None and changed(original, args[i])]
+        return value, mutated, fallback
+
+    def call_student(self, function: Any, args: list[Any]) -> Any:
+        """Call a student's function; whatever it raises becomes this call's described failure."""
         try:
             value = function(*args)
-        except BaseException as error:  # noqa: BLE001
+        except BaseException as error:  # noqa: BLE001 - student code may raise anything, SystemExit too
             self.stay_the_run()
             raise CallFailed(self.describe(error)) from None
         self.stay_the_run()
-        mutated = [i for i, original in enumerate(originals) if original is not None and changed(original, args[i])]
-        return value, mutated, fallback
+        return value
 
     def stay_the_run(self) -> None:
         """A process the student's code forked returns here too: it must not answer for the run."""
@@ -233,12 +238,7 @@ class Harness:
             # fresh copies for every call: a function that changes its inputs must not skew the next
             args = [b.copy() if isinstance(b, np.ndarray) else b for b in bases]
             args[position] = row.copy()
-            try:
-                value = function(*args)
-            except BaseException as error:  # noqa: BLE001
-                self.stay_the_run()
-                raise CallFailed(self.describe(error)) from None
-            self.stay_the_run()
+            value = self.call_student(function, args)
             picked = value if call.get("arity") is None else self.unpack(call, value)[output]
             outputs.append(self.as_float_array(picked, name))
         shapes = {o.shape for o in outputs}

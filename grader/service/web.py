@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 import grader
+from grader.engine.policy import decode_python_source
 from grader.service.api import batch_similarity
 from grader.service.auth import presented_token, token_is_valid
 from grader.service.charts import problem_means, score_histogram
@@ -226,8 +227,8 @@ def submission_page(request: Request, submission_id: int) -> Response:
         }
     report = result.report if result is not None else None
     try:
-        lines = source.decode("utf-8-sig").splitlines() if source is not None else []
-    except UnicodeDecodeError:
+        lines = decode_python_source(source).splitlines() if source is not None else []
+    except (UnicodeDecodeError, SyntaxError, LookupError):
         lines = []
     marked = set()
     if report is not None:
