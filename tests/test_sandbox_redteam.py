@@ -350,8 +350,9 @@ def probe():
         report = grader.grade(source)
         elapsed = time.monotonic() - started
     assert 3.0 < elapsed < 10, elapsed
-    # the page said "call 10**9": the failure cannot be pinned on one function, so it is everyone's
-    assert report.problems[0].checks[0].message.startswith("fc_forward did not return within 0.3 s")
+    # the page said "call 10**9": the failure cannot be pinned on one function, so it is everyone's,
+    # and it is the submission's total time budget that ran out
+    assert report.problems[0].checks[0].message.startswith("not finished: the submission used up the 3.4 s")
     assert report.score == 0 and report.errors == []
 
 

@@ -21,7 +21,8 @@ from grader.sandbox.pool import CallResult, RunResult, Value
 
 # error kind -> the limit it is a breach of (the names a report's `limits_hit` lists)
 LIMIT_KINDS = {
-    "timeout": "time", "memory": "memory", "cpu": "cpu", "processes": "processes", "open_files": "open files",
+    "timeout": "time", "total_time": "time",
+    "memory": "memory", "cpu": "cpu", "processes": "processes", "open_files": "open files",
     "file_size": "file size", "disk": "disk", "output": "output",
 }
 
@@ -239,7 +240,7 @@ class Scorer:
         breach = describe_limit(kind, self.limits)
         if breach:
             return f"{breach} in {function}"
-        if kind in ("missing", "returns", "shape", "invalid"):
+        if kind in ("missing", "returns", "shape", "invalid", "total_time"):
             return message
         if kind in ("killed", "crash", "exit", "protocol", "lost"):
             return f"{function} {message}"

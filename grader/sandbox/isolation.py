@@ -298,6 +298,9 @@ class Isolation:
     # -- once per zygote -------------------------------------------------------------------------
 
     def prepare_zygote(self) -> Layers:
+        # What this process imports later must be loaded first: once the new root covers /tmp, a
+        # virtualenv there is out of the zygote's own sight (its runs still see it, bound in).
+        kernel.load_seccomp_library()
         layers = self.layers
         layers.set("process", True)
         layers.set("rlimits", True)
@@ -553,6 +556,7 @@ class Isolation:
         if self.cgroups is not None and not self.layers["pid_namespace"]:
             self.cgroups.kill_all()
         _reap_orphans()
+        # emptied by a walk of descriptors, not remounted: Landlock's write rule names this very mount
         if self.scratch:
             empty_folder(self.scratch, 0o1777 if self.layers["new_root"] else 0o700)
 
@@ -793,14 +797,17 @@ def empty_folder(path: str, mode: int) -> None:
 
 
 def remove_tree(path: str) -> None:
-    """Remove a file or folder tree a run made: symlinks are removed, never followed."""
+    """Remove a file or folder tree a run made: symlinks are removed, never followed.
+
+    Everything below `path` is reached through directory descriptors and single names, so a chain of
+    folders deeper than PATH_MAX (which a run can build one relative mkdir at a time) still goes.
+    """
     if os.path.islink(path) or not os.path.isdir(path):
         os.unlink(path)
         return
-    stack = [path]
-    while stack:  # let the owner back into folders the run locked (nothing of the run is alive now)
-        folder = stack.pop()
-        os.chmod(folder, 0o700)
-        with os.scandir(folder) as entries:
-            stack.extend(e.path for e in entries if e.is_dir(follow_symlinks=False))
-    shutil.rmtree(path)
+    os.chmod(path, 0o700)
+    # let the owner back into folders the run locked (nothing of the run is alive now), top down
+    for _, folders, _, descriptor in os.fwalk(path, follow_symlinks=False):
+        for name in folders:
+            os.chmod(name, 0o700, dir_fd=descriptor)
+    shutil.rmtree(path)  # descriptor-relative on Linux (rmtree's symlink-attack-safe path)

@@ -294,6 +294,14 @@ def _unknown_above(newest: int) -> bytes:
     ))
 
 
+def load_seccomp_library() -> None:
+    """Import pyseccomp now, if it is installed, so that compiling a filter later needs no file access."""
+    try:
+        import pyseccomp  # noqa: F401
+    except ImportError:
+        pass  # reported by the seccomp layer's probe
+
+
 def compile_seccomp(
     rules: Iterable[tuple[str | int, int, tuple[tuple[int, int, int, int], ...]]], newest_syscall: int | None = None
 ) -> SeccompProgram:

@@ -54,6 +54,8 @@ class ChildOutcome:
 
 
 class Zygote:
+    job_deadline = float("inf")
+
     def __init__(self, control_in: int, control_out: int, config: dict[str, Any]) -> None:
         self.control_in = control_in
         self.control_out = control_out
@@ -120,6 +122,9 @@ class Zygote:
         calls: list[dict[str, Any]] = job["calls"]
         pending = set(range(len(calls)))
         broken: dict[str, dict[str, Any]] = {}
+        # One wall-clock budget for the whole submission, across every child it takes: without it, a
+        # submission that stays just under each limit in every function holds a core for minutes.
+        self.job_deadline = time.monotonic() + submission_time_budget(limits, calls)
         budget = [limits.max_output_bytes]  # result bytes this submission may still send
         attempts = 0
         while pending:
@@ -137,6 +142,10 @@ class Zygote:
             if outcome.failure is None:
                 for index in sorted(pending):  # the child ended without answering these
                     self.send_error(index, _lost())
+                return
+            if outcome.failure.get("type") == "total_time":
+                for index in sorted(pending):
+                    self.send_error(index, outcome.failure)
                 return
             if outcome.function is None or outcome.function in broken or attempts > len(calls):
                 for index in sorted(pending):
@@ -202,9 +211,8 @@ class Zygote:
         calls = job["calls"]
         reader = MessageReader(read_fd, max_array_bytes=budget[0], arena=self.relay_arena)
         started = time.monotonic()
-        functions = {c["fn"] for c in calls}
         # a hard ceiling, so that a child faking progress forever still ends
-        ceiling = started + limits.import_time_limit + limits.time_limit * (len(functions) + 2)
+        ceiling = min(started + submission_time_budget(limits, calls), self.job_deadline)
         poll = min(0.05, limits.time_limit / 10)
         seen_sequence = -1
         call_deadline = started + limits.import_time_limit
@@ -217,6 +225,11 @@ class Zygote:
                 seen_sequence = sequence
                 if not in_import:  # progress while importing extends nothing: the import has its own limit
                     call_deadline = now + limits.time_limit
+            if now >= self.job_deadline:
+                total = submission_time_budget(limits, calls)
+                text = (f"not finished: the submission used up the {total:g} s one submission may take in all "
+                        "(every import and call together)")
+                return ChildOutcome({"type": "total_time", "message": text}, self.current_function(calls)), None
             if now >= min(call_deadline, ceiling):
                 current = self.current_function(calls)
                 if in_import:
@@ -294,6 +307,11 @@ def relay_arena(size: int) -> mmap.mmap:
     space = arena(size)
     space.madvise(mmap.MADV_DONTFORK)
     return space
+
+
+def submission_time_budget(limits: Limits, calls: list[dict[str, Any]]) -> float:
+    """Wall-clock seconds for one submission: its import, plus the per-call limit for each function and two more."""
+    return limits.import_time_limit + limits.time_limit * (len({c["fn"] for c in calls}) + 2)
 
 
 def _lost() -> dict[str, Any]:
