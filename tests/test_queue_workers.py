@@ -91,7 +91,19 @@ def test_batch_survives_a_worker_killed_mid_job(tmp_path: Path) -> None:
                         {"ids": list(held)})}
                 return (held, running) if running else None
 
-            held, interrupted = wait_for(held_running, 20, "worker 0 to be in the middle of a submission")
+            # Freeze the worker first and look again: between a look and a kill it could finish the
+            # submission it held, which would then rightly never be claimed a second time.
+            for _ in range(20):
+                held, _ = wait_for(held_running, 20, "worker 0 to be in the middle of a submission")
+                workers[0].send_signal(signal.SIGSTOP)
+                time.sleep(0.2)  # a commit already on its way lands now, or never
+                frozen = held_running()
+                if frozen is not None:
+                    held, interrupted = frozen
+                    break
+                workers[0].send_signal(signal.SIGCONT)
+            else:
+                pytest.fail("worker 0 was never caught in the middle of a submission")
             workers[0].send_signal(signal.SIGKILL)
             workers[0].wait(10)
 
