@@ -43,25 +43,6 @@ def submission_text(report: SubmissionReport, *, title: str | None = None) -> st
     return "\n".join(lines)
 
 
-def class_table(reports: list[SubmissionReport]) -> str:
-    if not reports:
-        return "no submissions"
-    numbers = [p.number for p in reports[0].problems]
-    key_width = max(7, *(len(r.student or "") for r in reports))
-    header = "student".ljust(key_width) + "  total " + "".join(f"   P{n}" for n in numbers) + "  notes"
-    lines = [header, "-" * len(header)]
-    for report in reports:
-        scores = report.problem_scores()
-        notes = report.errors[0] if report.errors else ", ".join(f"{x} limit" for x in report.limits_hit)
-        lines.append(
-            (report.student or "").ljust(key_width)
-            + f"  {report.score:5g} "
-            + "".join(f" {scores.get(n, 0):4g}" for n in numbers)
-            + (f"  {notes[:80]}" if notes else "")
-        )
-    return "\n".join(lines)
-
-
 def results_table(results: Sequence[StudentResult], problem_numbers: Sequence[int]) -> str:
     """The class table with every student, including those with nothing to grade (their reason instead)."""
     if not results:
