@@ -188,19 +188,24 @@ def become_subreaper() -> None:
     kernel.prctl(kernel.PR_SET_CHILD_SUBREAPER, 1)
 
 
-def assignment_copy(time_limit: float, import_time_limit: float) -> Path:
-    """Homework 5 with shorter time limits, readable by any uid (for the unprivileged profile)."""
+@contextlib.contextmanager
+def assignment_copy(time_limit: float, import_time_limit: float) -> Iterator[Path]:
+    """Homework 5 with shorter time limits, readable by any uid (for the unprivileged profile),
+    in a temporary folder removed afterwards."""
     folder = Path(tempfile.mkdtemp(prefix="hw-grader-test-"))
-    os.chmod(folder, 0o755)
-    target = folder / "hw5"
-    shutil.copytree(ROOT / "reference" / "hw5", target)
-    rubric = (target / "rubric.toml").read_text()
-    rubric = rubric.replace("time_limit = 3.0 ", f"time_limit = {time_limit} ", 1)
-    rubric = rubric.replace("import_time_limit = 10.0", f"import_time_limit = {import_time_limit}", 1)
-    (target / "rubric.toml").write_text(rubric)
-    for path in [target, *target.rglob("*")]:
-        os.chmod(path, 0o755 if path.is_dir() else 0o644)
-    return target
+    try:
+        os.chmod(folder, 0o755)
+        target = folder / "hw5"
+        shutil.copytree(ROOT / "reference" / "hw5", target)
+        rubric = (target / "rubric.toml").read_text()
+        rubric = rubric.replace("time_limit = 3.0 ", f"time_limit = {time_limit} ", 1)
+        rubric = rubric.replace("import_time_limit = 10.0", f"import_time_limit = {import_time_limit}", 1)
+        (target / "rubric.toml").write_text(rubric)
+        for path in [target, *target.rglob("*")]:
+            os.chmod(path, 0o755 if path.is_dir() else 0o644)
+        yield target
+    finally:
+        shutil.rmtree(folder)
 
 
 def grade_command(assignment: Path, files: list[Path], profile: str | None = None) -> list[str]:

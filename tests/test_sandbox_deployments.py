@@ -58,11 +58,8 @@ LAYERS = {
 
 @pytest.fixture(scope="module")
 def short_assignment() -> Iterator[Path]:
-    path = assignment_copy(time_limit=1.5, import_time_limit=3.0)
-    yield path
-    for child in sorted(path.parent.rglob("*"), reverse=True):
-        child.rmdir() if child.is_dir() else child.unlink()
-    path.parent.rmdir()
+    with assignment_copy(time_limit=1.5, import_time_limit=3.0) as path:
+        yield path
 
 
 def doctor(profile: str) -> dict[str, object]:

@@ -12,8 +12,8 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import sys
+import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,7 +72,8 @@ def fc_forward(x, w, b):
 def probe_source(body: str, rest: str = CORRECT) -> bytes:
     """A correct layers.py whose fc_forward runs `body` (defining probe()) instead."""
     without_fc = re.sub(r"def fc_forward\(.*?\n\n\n", "", rest, count=1, flags=re.S)
-    return (PROBE + "\n" + body.strip() + "\n\n\n" + without_fc.replace("import numpy as np\n", "")).encode()
+    probe = textwrap.dedent(body).strip()
+    return (PROBE + "\n" + probe + "\n\n\n" + without_fc.replace("import numpy as np\n", "")).encode()
 
 
 def outcome(report_messages: str) -> dict[str, object]:
@@ -448,40 +449,37 @@ def test_sharing_the_graders_uid_gives_no_reach_over_it() -> None:
     """In the compose deployment the run has the grader's uid: it may still not touch the grader's
     limits, priority or files, nor signal it."""
     skip_if_python_under_tmp("compose")
-    assignment = assignment_copy(time_limit=20.0, import_time_limit=5.0)
-    probe = Path(assignment.parent) / "reach.py"
-    probe.write_bytes(probe_source(f"""
-def probe():
-    import resource
-    reached = []
-    for pid in range(2, 32769):
-        if pid == os.getpid():
-            continue
-        if attempt(lambda: resource.prlimit(pid, resource.RLIMIT_NOFILE, (0, 0))) == 0:
-            reached.append(("prlimit", pid))
-        if attempt(lambda: os.setpriority(os.PRIO_PROCESS, pid, 19)) == 0:
-            reached.append(("nice", pid))
-        if attempt(lambda: os.kill(pid, signal.SIGSTOP)) == 0:
-            reached.append(("kill", pid))
-    for path in ("{CANARY}", "{CANARY}/keep.txt"):
-        for action in (lambda: os.chmod(path, 0), lambda: os.utime(path, (0, 0)),
-                       lambda: os.setxattr(path, "user.x", b"1")):
-            if attempt(action) == 0:
-                reached.append(("file", path))
-    return {{"reached": reached[:10]}}
-"""))
-    os.chmod(probe, 0o644)
-    command = [sys.executable, str(ROOT / "tests" / "sandbox_deployment.py"), "--keep", str(CANARY), "--keep",
-               str(assignment.parent), "compose", "--", "-m", "grader.cli", "grade", "--format", "json",
-               "--assignment", str(assignment), str(probe)]
-    try:
+    with assignment_copy(time_limit=20.0, import_time_limit=5.0) as assignment:
+        probe = Path(assignment.parent) / "reach.py"
+        probe.write_bytes(probe_source(f"""
+    def probe():
+        import resource
+        reached = []
+        for pid in range(2, 32769):
+            if pid == os.getpid():
+                continue
+            if attempt(lambda: resource.prlimit(pid, resource.RLIMIT_NOFILE, (0, 0))) == 0:
+                reached.append(("prlimit", pid))
+            if attempt(lambda: os.setpriority(os.PRIO_PROCESS, pid, 19)) == 0:
+                reached.append(("nice", pid))
+            if attempt(lambda: os.kill(pid, signal.SIGSTOP)) == 0:
+                reached.append(("kill", pid))
+        for path in ("{CANARY}", "{CANARY}/keep.txt"):
+            for action in (lambda: os.chmod(path, 0), lambda: os.utime(path, (0, 0)),
+                           lambda: os.setxattr(path, "user.x", b"1")):
+                if attempt(action) == 0:
+                    reached.append(("file", path))
+        return {{"reached": reached[:10]}}
+    """))
+        os.chmod(probe, 0o644)
+        command = [sys.executable, str(ROOT / "tests" / "sandbox_deployment.py"), "--keep", str(CANARY), "--keep",
+                   str(assignment.parent), "compose", "--", "-m", "grader.cli", "grade", "--format", "json",
+                   "--assignment", str(assignment), str(probe)]
         with exclusive():
             make_canary()
             before = canary_state()
             result = run_grader(command, timeout=120)
             assert canary_state() == before
-    finally:
-        shutil.rmtree(assignment.parent)
     assert result.returncode == 0, result.stderr[-2000:]
     report = reports_by_file(result.stdout)["reach.py"]
     text = " | ".join(c["message"] for p in report["problems"] for c in p["checks"])  # type: ignore[attr-defined]
