@@ -44,6 +44,14 @@ class LoginRequired(Exception):
     """Raised by a page when tokens are configured and the browser has not presented a valid one."""
 
 
+class PageNotFound(Exception):
+    """Raised by a page whose batch or submission does not exist; shown as the not-found page."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what
+
+
 def page_access(request: Request) -> None:
     tokens: list[str] = request.app.state.tokens
     if tokens:
@@ -176,37 +184,27 @@ def home(request: Request) -> Response:
     return render(request, "home.html", batches=summaries)
 
 
-def load_batch(request: Request, batch_id: int) -> tuple[dict[str, Any], dict[str, Any]] | None:
+def load_batch(request: Request, batch_id: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A batch's summary and its results context, for a browser allowed to see them."""
+    page_access(request)
     with service(request).database.session() as session:
         batch = repository.get_batch(session, batch_id)
         if batch is None:
-            return None
+            raise PageNotFound(f"batch {batch_id}")
         progress = repository.progress(session, [batch.id])[batch.id]
         return batch_summary(batch, progress), results_context(request, batch)
 
 
-def not_found(request: Request, what: str) -> HTMLResponse:
-    return render(request, "not_found.html", status_code=404, what=what)
-
-
 @router.get("/batches/{batch_id}", response_class=HTMLResponse)
 def batch_page(request: Request, batch_id: int) -> Response:
-    page_access(request)
-    loaded = load_batch(request, batch_id)
-    if loaded is None:
-        return not_found(request, f"batch {batch_id}")
-    summary, results = loaded
+    summary, results = load_batch(request, batch_id)
     return render(request, "batch.html", batch=summary, **results)
 
 
 @router.get("/batches/{batch_id}/results", response_class=HTMLResponse)
 def batch_results(request: Request, batch_id: int) -> Response:
     """The changing part of a batch page, fetched again by the page while the batch grades."""
-    page_access(request)
-    loaded = load_batch(request, batch_id)
-    if loaded is None:
-        return not_found(request, f"batch {batch_id}")
-    return render(request, "batch_results.html", **loaded[1])
+    return render(request, "batch_results.html", **load_batch(request, batch_id)[1])
 
 
 @router.get("/submissions/{submission_id}", response_class=HTMLResponse)
@@ -215,7 +213,7 @@ def submission_page(request: Request, submission_id: int) -> Response:
     with service(request).database.session() as session:
         submission = repository.get_submission(session, submission_id)
         if submission is None:
-            return not_found(request, f"submission {submission_id}")
+            raise PageNotFound(f"submission {submission_id}")
         result = repository.current_result(submission)
         source = repository.get_source(session, submission)
         sub = {
@@ -225,26 +223,21 @@ def submission_page(request: Request, submission_id: int) -> Response:
             "sha256": submission.source_sha256 or "",
             "state": submission.state,
         }
-    report = result.report if result is not None else None
+    if result is None:
+        return render(request, "pending.html", sub=sub)
+    report = result.report
     try:
         lines = decode_python_source(source).splitlines() if source is not None else []
     except (UnicodeDecodeError, SyntaxError, LookupError):
         lines = []
-    marked = set()
-    if report is not None:
-        texts = report.get("errors", []) + [c["message"] for p in report["problems"] for c in p["checks"]]
-        marked = {int(n) for text in texts for n in LINE_REFERENCE.findall(text)}
-    if report is None:
-        return render(request, "pending.html", sub=sub)
+    texts = report.get("errors", []) + [c["message"] for p in report["problems"] for c in p["checks"]]
+    marked = {int(n) for text in texts for n in LINE_REFERENCE.findall(text)}
     return render(request, "submission.html", sub=sub, report=report, source_lines=lines, marked_lines=marked)
 
 
 @router.get("/batches/{batch_id}/similarity", response_class=HTMLResponse)
 def similarity_page(request: Request, batch_id: int) -> Response:
-    page_access(request)
-    loaded = load_batch(request, batch_id)
-    if loaded is None:
-        return not_found(request, f"batch {batch_id}")
+    summary, _ = load_batch(request, batch_id)
     report = batch_similarity(service(request), batch_id)
     pairs = [
         {
@@ -258,7 +251,7 @@ def similarity_page(request: Request, batch_id: int) -> Response:
         }
         for pair in report["pairs"]
     ]
-    return render(request, "similarity.html", batch=loaded[0], pairs=pairs, report=report)
+    return render(request, "similarity.html", batch=summary, pairs=pairs, report=report)
 
 
 def install_web(app: Any) -> None:
@@ -272,3 +265,9 @@ def install_web(app: Any) -> None:
         return RedirectResponse("/login", status_code=303)
 
     app.add_exception_handler(LoginRequired, to_login)
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        what = exc.what if isinstance(exc, PageNotFound) else "such page"
+        return render(request, "not_found.html", status_code=404, what=what)
+
+    app.add_exception_handler(PageNotFound, not_found)
