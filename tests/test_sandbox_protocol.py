@@ -87,6 +87,16 @@ def test_malformed_frames_are_refused(pipe: tuple[int, int], data: bytes, reason
         read_one(pipe, data)
 
 
+
+def test_a_forwarding_reader_keeps_the_bytes_and_specs_without_array_objects(pipe: tuple[int, int]) -> None:
+    read_fd, write_fd = pipe
+    arrays = [np.arange(6.0).reshape(2, 3), np.array([7.0])]
+    os.write(write_fd, encode({"op": "results"}, arrays))
+    message = MessageReader(read_fd, 1 << 20, split=False).read(time.monotonic() + 5)
+    assert message is not None and message.arrays == [] and message.body is not None
+    assert [spec["shape"] for spec in message.header["arrays"]] == [[2, 3], [1]]
+    assert bytes(message.body) == b"".join(a.tobytes() for a in arrays)
+
 def test_the_size_cap_applies_before_anything_is_allocated(pipe: tuple[int, int]) -> None:
     """A header announcing 8 GB of arrays is refused on the header alone, without reading on."""
     read_fd, write_fd = pipe

@@ -72,7 +72,7 @@ class Grader:
         filename = rubric.filename
         if len(source) > MAX_SOURCE_BYTES:
             return self.zero(f"{filename} is larger than {MAX_SOURCE_BYTES // 1024} KB; not graded")
-        parsed = parse_source(source, filename)
+        parsed = parse_source(source, filename, rubric.policy.forbidden_imports)
         if isinstance(parsed, SourceProblem):
             return self.zero(parsed.message)
         warnings = []
@@ -85,7 +85,7 @@ class Grader:
                 return report
             warnings.extend(described)
         try:
-            run = self.run(source)
+            run = self.run(parsed.code)
         except ZygoteDied:
             return self.zero("the sandbox failed twice while running this submission, so it was not graded")
         if run.import_error is not None:
@@ -94,9 +94,10 @@ class Grader:
         problems = scorer.score()
         return self.report(problems, warnings=warnings + scorer.warnings, limits_hit=scorer.limits_hit)
 
-    def run(self, source: bytes) -> RunResult:
+    def run(self, code: bytes) -> RunResult:
+        """Run a submission compiled by `parse_source` (marshalled) in the sandbox."""
         job = Job(
-            source=source,
+            code=code,
             calls=self.plan.calls,
             arrays=self.plan.arrays,
             limits=self.limits,

@@ -32,9 +32,20 @@ class Plan:
     cases: dict[str, list[Case]] = field(default_factory=dict)
     expected: dict[CallKey, dict[str, np.ndarray]] = field(default_factory=dict)
     array_ids: dict[int, int] = field(default_factory=dict)
+    bounds: dict[tuple[CallKey, str, float, float], np.ndarray | None] = field(default_factory=dict)
 
     def call_index(self, key: CallKey) -> int:
         return self.keys[key]
+
+    def tolerance_bound(self, key: CallKey, name: str, rtol: float, atol: float) -> np.ndarray | None:
+        """How far each of an output's values may be from the expected one (`np.allclose`'s test:
+        atol + rtol * |expected|), or None where an expected value is not finite; the same for
+        every submission, so computed once per plan."""
+        slot = (key, name, rtol, atol)
+        if slot not in self.bounds:
+            expected = self.expected[key][name]
+            self.bounds[slot] = atol + rtol * np.abs(expected) if np.isfinite(expected).all() else None
+        return self.bounds[slot]
 
 
 def case_rng(seed: int, case_set: str) -> np.random.Generator:

@@ -1,9 +1,14 @@
-"""Static checks of a submission's source before anything runs: syntax and forbidden imports."""
+"""Static checks of a submission's source before anything runs: syntax and forbidden imports.
+
+The trusted process also compiles the source here, and the sandbox runs the compiled module: a run
+that compiled it itself would spend about 1.4 ms more, mostly copying the zygote's memory on write.
+"""
 
 from __future__ import annotations
 
 import ast
 import importlib.util
+import marshal
 from dataclasses import dataclass
 
 
@@ -16,20 +21,42 @@ class ForbiddenImport:
         return f"imports {self.module} (line {self.line}), a library this assignment forbids"
 
 
-def find_forbidden_imports(tree: ast.AST, forbidden: list[str]) -> list[ForbiddenImport]:
+@dataclass
+class ParsedSource:
+    text: str
+    code: bytes  # the module compiled as `import` would compile it, marshalled for the sandbox
+    tree: ast.AST | None = None  # None: not parsed, because the text cannot name a banned package
+
+
+def could_name_any(text: str, banned: set[str]) -> bool:
+    """False only when no import in `text` can name a banned package, judged from the text alone.
+
+    Sound, not exact: an import statement spells its module as identifiers, which Python normalises
+    (NFKC), so a pure-ASCII text holds them verbatim; a string passed to `__import__` or
+    `import_module` may hide its name in escapes or concatenations, so either word means "maybe".
+    """
+    if not text.isascii() or "__import__" in text or "import_module" in text:
+        return True
+    return any(name in text for name in banned)
+
+
+def find_forbidden_imports(parsed: ParsedSource, forbidden: list[str]) -> list[ForbiddenImport]:
     """Every import of a forbidden package anywhere in the file, even inside a function never called.
 
     Catches `import x`, `from x import y`, `__import__("x")` and `importlib.import_module("x")`
     with a literal name; a name computed at run time is refused by the sandbox's import blocker.
+    The tree is walked only when the text could name a banned package.
     """
     banned = set(forbidden)
     found: list[ForbiddenImport] = []
+    if parsed.tree is None or not could_name_any(parsed.text, banned):
+        return found
 
     def check(name: str | None, node: ast.AST) -> None:
         if name and name.split(".")[0] in banned:
             found.append(ForbiddenImport(name, getattr(node, "lineno", 0)))
 
-    for node in ast.walk(tree):
+    for node in ast.walk(parsed.tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 check(alias.name, node)
@@ -55,8 +82,12 @@ def decode_python_source(source: bytes) -> str:
     return importlib.util.decode_source(source)
 
 
-def parse_source(source: bytes, filename: str) -> ast.AST | SourceProblem:
-    """The parsed module, or a one-sentence reason it cannot even be imported."""
+def parse_source(source: bytes, filename: str, forbidden: list[str] | None = None) -> ParsedSource | SourceProblem:
+    """The decoded and compiled module, or a one-sentence reason it cannot even be imported.
+
+    With `forbidden`, the syntax tree is built only for a text that could name one of those
+    packages: nothing in the tree of any other text could break the policy.
+    """
     try:
         text = decode_python_source(source)
     except (UnicodeDecodeError, SyntaxError, LookupError):
@@ -64,9 +95,12 @@ def parse_source(source: bytes, filename: str) -> ast.AST | SourceProblem:
     if "\x00" in text:
         return SourceProblem(f"{filename} contains NUL bytes; it is not a Python source file")
     try:
-        return ast.parse(text, filename=filename)
+        tree = ast.parse(text, filename=filename) if forbidden is None or could_name_any(text, set(forbidden)) else None
+        # dont_inherit: only the file's own __future__ imports count, as when Python imports it
+        code = compile(text if tree is None else tree, filename, "exec", dont_inherit=True)
     except SyntaxError as error:
         where = f" (line {error.lineno})" if error.lineno else ""
         return SourceProblem(f"{filename} has a syntax error{where}: {error.msg}")
     except (ValueError, RecursionError, MemoryError) as error:
         return SourceProblem(f"{filename} cannot be parsed: {type(error).__name__}")
+    return ParsedSource(text, marshal.dumps(code), tree)

@@ -109,6 +109,9 @@ class Scorer:
             for name in check.outputs:
                 expected = self.plan.expected[key][name]
                 actual = self.as_array(function, name, values[name], check, where)
+                bound = self.plan.tolerance_bound(key, name, check.rtol, check.atol)
+                if actual.shape == expected.shape and bound is not None and (np.abs(actual - expected) <= bound).all():
+                    continue  # most values pass: one comparison (false for nan or inf) settles it
                 self.compare(name, actual, expected, check, where)
         if used_fallback and function.cache is not None:
             return (

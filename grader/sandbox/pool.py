@@ -58,13 +58,14 @@ class RunResult:
 
 @dataclass
 class Job:
-    """One submission to run: its source, the calls to make, and the input arrays they refer to.
+    """One submission to run: its module compiled by the trusted side (marshalled), the calls to
+    make, and the input arrays they refer to.
 
     A zygote keeps the last calls and arrays it was given and is sent them again only when a job
     brings other lists (by identity): a plan must not change once a job has used it.
     """
 
-    source: bytes
+    code: bytes
     calls: list[dict[str, Any]]
     arrays: list[np.ndarray]
     limits: Limits
@@ -137,12 +138,12 @@ class ZygoteProcess:
             "filename": job.filename,
             "forbidden": job.forbidden,
         }
-        source = np.frombuffer(job.source, dtype=np.uint8)
+        code = np.frombuffer(job.code, dtype=np.uint8)
         try:
             if self.plan is None or self.plan[0] is not job.calls or self.plan[1] is not job.arrays:
                 write_message(self.write_fd, {"op": "plan", "calls": job.calls}, job.arrays)
                 self.plan = (job.calls, job.arrays)  # held, so their identity cannot be reused
-            write_message(self.write_fd, header, [source])
+            write_message(self.write_fd, header, [code])
         except (BrokenPipeError, OSError) as error:
             raise ZygoteDied(str(error)) from error
         results: list[CallResult | None] = [None] * len(job.calls)

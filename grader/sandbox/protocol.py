@@ -107,13 +107,16 @@ class MessageReader:
     """Reads messages from a file descriptor with a deadline, never trusting the peer's sizes.
 
     With an `arena` (a writable mmap), array bytes land there and the arrays returned are views
-    of it, valid until the next message; the owner wipes it when it no longer needs them.
+    of it, valid until the next message; the owner wipes it when it no longer needs them. A reader
+    that only forwards what it reads (`split=False`) gets the validated specs and the raw body, and
+    no array objects.
     """
 
-    def __init__(self, fd: int, max_array_bytes: int, arena: mmap.mmap | None = None) -> None:
+    def __init__(self, fd: int, max_array_bytes: int, arena: mmap.mmap | None = None, *, split: bool = True) -> None:
         self.fd = fd
         self.max_array_bytes = max_array_bytes
         self.arena = arena
+        self.split = split
         self.arena_used = 0  # high-water mark, for wiping
         self._head = bytearray()
         self._length: int | None = None
@@ -152,7 +155,7 @@ class MessageReader:
             if count == 0:
                 raise ProtocolError("truncated message")
             self._got += count
-        message = Message(self._header, self._split_arrays(self._body), self._body)
+        message = Message(self._header, self._split_arrays(self._body) if self.split else [], self._body)
         self._head = bytearray()
         self._length = None
         self._header = None

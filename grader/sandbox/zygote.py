@@ -4,7 +4,7 @@ Started as a fresh `python -I` with a scrubbed environment, so it has never seen
 hidden cases or the service's secrets. It speaks the wire protocol on its stdin/stdout with the
 trusted pool, relays each child's results after validating them, and turns a child that hangs,
 crashes or exits into a failure of the one function it was running: the remaining calls go to a
-fresh child. A submission's source and results pass through arenas the zygote wipes after each
+fresh child. A submission's compiled module and results pass through arenas the zygote wipes after each
 submission, so the next submission's child cannot find them in the memory it inherits.
 """
 
@@ -38,7 +38,7 @@ SIGNAL_NAMES = {
     signal.SIGILL: "crashed with an illegal instruction (SIGILL)",
     signal.SIGSYS: "made a forbidden system call (SIGSYS)",
 }
-# What a job message may hold: the source (at most 1 MB) and the plan's input arrays.
+# What a job message may hold: the compiled module (of at most 1 MB of source) and the plan's input arrays.
 JOB_ARENA_BYTES = 256 * 1024 * 1024
 MAX_VALUES_PER_CALL = 16
 RUN_GC_THRESHOLD = 50_000  # allocations between a run's garbage collections (Python's default: 700)
@@ -87,7 +87,7 @@ class Zygote:
                 if message is None or message.header.get("op") == "exit":
                     return
                 if message.header.get("op") == "plan":
-                    # the same for every submission: kept, so that a job carries only its source
+                    # the same for every submission: kept, so that a job carries only its compiled module
                     self.plan = (message.header["calls"], [np.array(a) for a in message.arrays])
                     reader.wipe()
                     warm_up(*self.plan)
@@ -209,7 +209,8 @@ class Zygote:
         Returns how the child ended, and its reaped status when it ended by itself.
         """
         calls = job["calls"]
-        reader = MessageReader(read_fd, max_array_bytes=budget[0], arena=self.relay_arena)
+        # results are validated from their header and forwarded as bytes: no array objects needed here
+        reader = MessageReader(read_fd, max_array_bytes=budget[0], arena=self.relay_arena, split=False)
         started = time.monotonic()
         # a hard ceiling, so that a child faking progress forever still ends
         ceiling = min(started + submission_time_budget(limits, calls), self.job_deadline)
