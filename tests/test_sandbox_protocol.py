@@ -23,6 +23,7 @@ from grader.sandbox.protocol import (
     encode,
     write_message,
 )
+from grader.sandbox.zygote import clean_text
 
 F_SETPIPE_SZ = 1031
 
@@ -79,7 +80,8 @@ def test_arrays_round_trip_with_shapes_and_dtypes(pipe: tuple[int, int]) -> None
         (frame({"arrays": [{"dtype": "f8", "shape": [4]}]}, b"\0" * 8), "truncated"),
         (struct.pack(">I", 100) + b"{", "truncated"),
         (b"\0\0", "truncated"),
-        (struct.pack(">I", 200002) + b"[" * 100001 + b"]" * 100001, "not JSON"),
+        (struct.pack(">I", 200002) + b"[" * 100001 + b"]" * 100001, "not an object"),
+        (struct.pack(">I", 9) + b'{"a":NaN}', "not JSON"),
     ],
 )
 def test_malformed_frames_are_refused(pipe: tuple[int, int], data: bytes, reason: str) -> None:
@@ -152,3 +154,22 @@ def test_a_message_may_carry_more_arrays_than_one_system_call_takes(pipe: tuple[
     message = MessageReader(read_fd, 1 << 20).read(time.monotonic() + 5)
     assert message is not None and len(message.arrays) == 2000
     assert message.arrays[1999].tolist() == [1999.0, 1999.0]
+
+
+def test_a_sandboxed_peers_deeply_nested_header_is_refused_as_not_json(pipe: tuple[int, int]) -> None:
+    """orjson (the trusted peers' parser) would build this; the reader of a sandboxed peer must not."""
+    read_fd, write_fd = pipe
+    raw = b'{"arrays":[],"op":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    os.write(write_fd, struct.pack(">I", len(raw)) + raw)
+    os.close(write_fd)
+    with pytest.raises(ProtocolError, match="not JSON"):
+        MessageReader(read_fd, 1 << 20, untrusted=True).read(time.monotonic() + 5)
+
+
+def test_only_strings_and_numbers_become_feedback_text() -> None:
+    assert clean_text("a\x1b[31mb", 10) == "a [31mb"
+    assert clean_text(3, 10) == "3"
+    deep: list[object] = []
+    for _ in range(100_000):
+        deep = [deep]
+    assert clean_text(deep, 10) == clean_text({"a": 1}, 10) == ""

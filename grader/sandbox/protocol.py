@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 
 MAX_HEADER_BYTES = 256 * 1024
 MAX_DIMS = 8
@@ -57,7 +58,7 @@ def _encode_arrays(arrays: list[np.ndarray] | tuple[np.ndarray, ...]) -> tuple[l
 
 
 def _frame(header: dict[str, Any], specs: list[dict[str, Any]]) -> bytes:
-    body = json.dumps({**header, "arrays": specs}, separators=(",", ":")).encode()
+    body = orjson.dumps({**header, "arrays": specs}, option=orjson.OPT_SERIALIZE_NUMPY)
     if len(body) > MAX_HEADER_BYTES:
         raise ProtocolError("message header too large")
     return struct.pack(">I", len(body)) + body
@@ -109,14 +110,20 @@ class MessageReader:
     With an `arena` (a writable mmap), array bytes land there and the arrays returned are views
     of it, valid until the next message; the owner wipes it when it no longer needs them. A reader
     that only forwards what it reads (`split=False`) gets the validated specs and the raw body, and
-    no array objects.
+    no array objects. Headers are parsed with orjson, except from a sandboxed peer (`untrusted`):
+    the standard library's parser refuses nesting deeper than the recursion limit, where orjson
+    would build it for later code to trip over.
     """
 
-    def __init__(self, fd: int, max_array_bytes: int, arena: mmap.mmap | None = None, *, split: bool = True) -> None:
+    def __init__(
+        self, fd: int, max_array_bytes: int, arena: mmap.mmap | None = None, *, split: bool = True,
+        untrusted: bool = False,
+    ) -> None:
         self.fd = fd
         self.max_array_bytes = max_array_bytes
         self.arena = arena
         self.split = split
+        self.loads = json.loads if untrusted else orjson.loads
         self.arena_used = 0  # high-water mark, for wiping
         self._head = bytearray()
         self._length: int | None = None
@@ -189,8 +196,8 @@ class MessageReader:
 
     def _parse_header(self, raw: bytes) -> dict[str, Any]:
         try:
-            header = json.loads(raw)
-        except (UnicodeDecodeError, ValueError, RecursionError) as error:
+            header = self.loads(raw)
+        except (UnicodeDecodeError, ValueError, RecursionError) as error:  # orjson's errors are ValueErrors
             raise ProtocolError("header is not JSON") from error
         if not isinstance(header, dict) or not isinstance(header.get("arrays"), list):
             raise ProtocolError("header is not an object with an array list")
@@ -200,7 +207,8 @@ class MessageReader:
         total = 0
         sizes = []
         for spec in specs:
-            dtype = DTYPES.get(str(spec.get("dtype"))) if type(spec) is dict else None
+            code = spec.get("dtype") if type(spec) is dict else None
+            dtype = DTYPES.get(code) if type(code) is str else None
             if dtype is None:
                 raise ProtocolError("bad array spec")
             shape = spec.get("shape")

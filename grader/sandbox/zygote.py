@@ -210,7 +210,7 @@ class Zygote:
         """
         calls = job["calls"]
         # results are validated from their header and forwarded as bytes: no array objects needed here
-        reader = MessageReader(read_fd, max_array_bytes=budget[0], arena=self.relay_arena, split=False)
+        reader = MessageReader(read_fd, max_array_bytes=budget[0], arena=self.relay_arena, split=False, untrusted=True)
         started = time.monotonic()
         # a hard ceiling, so that a child faking progress forever still ends
         ceiling = min(started + submission_time_budget(limits, calls), self.job_deadline)
@@ -324,8 +324,11 @@ def _memory_breach(limits: Limits) -> dict[str, Any]:
 
 
 def clean_text(value: Any, limit: int) -> str:
-    """A submission's words as plain text: no terminal escapes, no direction overrides, capped."""
-    return _CONTROL.sub(" ", str(value)[:limit])
+    """A submission's words as plain text: no terminal escapes, no direction overrides, capped.
+    Anything but a string (or a number) is dropped: its str() could be arbitrarily costly."""
+    if type(value) in (int, float):
+        value = str(value)
+    return _CONTROL.sub(" ", value[:limit]) if type(value) is str else ""
 
 
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]")

@@ -9,6 +9,7 @@ from pathlib import PurePath
 from typing import Annotated, Any, Literal
 
 import httpx
+import orjson
 from anyio import to_thread
 from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, RedirectResponse, Response
@@ -196,8 +197,8 @@ async def grade(
         accepted = Accepted(id=submission_id, status="queued", url=url, callback_url=target)
         return JSONResponse(accepted.model_dump(), status_code=202, headers={"Location": url})
     submission_id, report = await to_thread.run_sync(_grade_now, ctx, new, limiter=ctx.limiter)
-    # built by hand: the report is already validated, and this is the hot path
-    return JSONResponse({**report.model_dump(mode="json"), "id": submission_id})
+    # built by hand: the report is already validated (and dumped once, to be stored), and this is the hot path
+    return Response(orjson.dumps({**report, "id": submission_id}), media_type="application/json")
 
 
 def _one_student_zip(ctx: ServiceContext, content: bytes, filename: str) -> tuple[bytes, str]:
@@ -230,19 +231,20 @@ def _client_path(text: str, path: FilePath, filename: str) -> str:
     return text.replace(str(path), filename)
 
 
-def _grade_now(ctx: ServiceContext, new: repository.NewSubmission) -> tuple[int, SubmissionReport]:
-    """Store, grade and record one file on this thread; a failed run is retried like a queued one."""
+def _grade_now(ctx: ServiceContext, new: repository.NewSubmission) -> tuple[int, dict[str, Any]]:
+    """Store, grade and record one file on this thread; a failed run is retried like a queued one.
+    Returns the id and the report as JSON-ready data."""
     outcome = ctx.jobs.grade_new(new)
     submission_id = outcome.work.submission_id
     while outcome.retry:
         outcome = ctx.jobs.run(outcome.work)
-    if outcome.report is not None and outcome.recorded:
-        return submission_id, outcome.report
+    if outcome.report_json is not None and outcome.recorded:
+        return submission_id, outcome.report_json
     with ctx.database.session() as session:
         submission = repository.get_submission(session, submission_id)
         result = repository.current_result(submission) if submission is not None else None
         if result is not None:
-            return submission_id, SubmissionReport.model_validate(result.report)
+            return submission_id, SubmissionReport.model_validate(result.report).model_dump(mode="json")
     raise ProblemError(
         503, "Grading failed inside the grader and was logged; try again shortly.", kind="grading-failed"
     )

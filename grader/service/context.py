@@ -115,8 +115,8 @@ class ServiceContext:
 
     def _on_outcome(self, outcome: Outcome) -> None:
         self.metrics.observe(outcome)
-        if outcome.recorded and self.dispatcher is not None:
-            self.dispatcher.wake()
+        if outcome.recorded and outcome.callback and self.dispatcher is not None:
+            self.dispatcher.wake()  # only a result with a callback gives the dispatcher anything to do
 
     def stop(self) -> None:
         """Close what start opened; a later start opens it all again (an app may be served twice)."""

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from grader.engine.grading import Grader
 from grader.engine.report import SubmissionReport
@@ -40,7 +40,9 @@ class Outcome:
 
     work: GradeWork
     report: SubmissionReport | None = None
+    report_json: dict[str, Any] | None = None  # the report as stored (and as the API returns it)
     recorded: bool = False
+    callback: bool = False  # the recorded result has a callback to deliver
     error: str | None = None
     retry: bool = False
     limits_hit: list[str] = field(default_factory=list)
@@ -97,9 +99,13 @@ class GradingJobs:
             with self.database.session() as session:
                 repository.record_failure(session, claimed, message, final=final)
             return self._finish(Outcome(work, error=message, retry=not final))
+        stored = report.model_dump(mode="json")
         with self.database.session() as session:
-            recorded = repository.record_result(session, claimed, report.model_dump(mode="json"))
-        return self._finish(Outcome(work, report=report, recorded=recorded, limits_hit=list(report.limits_hit)))
+            recorded = repository.record_result(session, claimed, stored)
+        return self._finish(
+            Outcome(work, report=report, report_json=stored, recorded=recorded,
+                    callback=claimed.callback_url is not None, limits_hit=list(report.limits_hit))
+        )
 
     def _finish(self, outcome: Outcome) -> Outcome:
         if self.on_outcome is not None:
