@@ -34,12 +34,20 @@ def _load_assignment(path: Path | None):
         raise UserError(str(error)) from error
 
 
-def _make_grader(assignment_dir: Path | None, workers: int | None, insecure: bool):
+def _read_intake(paths: tuple[Path, ...], filename: str, layout: str):
+    from grader.intake import IntakeError, read_inputs
+
+    try:
+        return read_inputs(list(paths), filename=filename, layout=None if layout == "auto" else layout)
+    except IntakeError as error:
+        raise UserError(str(error)) from error
+
+
+def _make_grader(assignment, workers: int | None, insecure: bool):
     from grader.engine.grading import Grader
     from grader.sandbox.isolation import SandboxUnavailable
 
     settings = get_settings()
-    assignment = _load_assignment(assignment_dir)
     try:
         return Grader(
             assignment,
@@ -92,22 +100,18 @@ def grade(paths: tuple[Path, ...], output_format: str, assignment_dir: Path | No
           feedback_path: Path | None) -> None:
     """Grade a .py, a student's zip or folder, a class folder or zip, or a Blackboard or Canvas download."""
     from grader.export.text import class_summary, results_table, submission_text
-    from grader.intake import IntakeError, read_inputs
 
     assignment = _load_assignment(assignment_dir)
     rubric = assignment.rubric
-    try:
-        intake = read_inputs(list(paths), filename=rubric.filename, layout=None if layout == "auto" else layout)
-    except IntakeError as error:
-        raise UserError(str(error)) from error
+    intake = _read_intake(paths, rubric.filename, layout)
     single_file = len(paths) == 1 and intake.layout == "files"
     if not single_file:
         click.echo(f"layout: {intake.layout} ({len(intake.submissions)} students)", err=True)
     for warning in intake.warnings:
         click.echo(f"warning: {warning}", err=True)
-    with _make_grader(assignment_dir, workers, insecure) as grader:
+    with _make_grader(assignment, workers, insecure) as grader:
         results = _grade_with_progress(grader, intake)
-    problems = [(p.number, p.title, sum(c.points for c in p.checks)) for p in rubric.problems]
+    problems = [(p.number, p.title, p.max_score) for p in rubric.problems]
     one = results[0] if len(results) == 1 else None
     if output_format == "json":
         if single_file and one is not None and one.report is not None:
@@ -198,7 +202,7 @@ def gradescope(submission_dir: Path, results_path: Path, visibility: str, test_v
     from grader.export.gradescope import run_gradescope
     from grader.intake import IntakeError
 
-    with _make_grader(assignment_dir, 1, insecure) as grader:
+    with _make_grader(_load_assignment(assignment_dir), 1, insecure) as grader:
         try:
             results = run_gradescope(grader, submission_dir, results_path, visibility=visibility,
                                      test_visibility=test_visibility)
@@ -249,14 +253,9 @@ def similarity(paths: tuple[Path, ...], threshold: float, min_tokens: int, start
                output_format: str, layout: str, assignment_dir: Path | None) -> None:
     """Pairs of submissions whose code is suspiciously alike, with the line ranges they share."""
     from grader.export.similarity import default_starter, find_similar, similarity_text
-    from grader.intake import IntakeError, read_inputs
 
     assignment = _load_assignment(assignment_dir)
-    try:
-        intake = read_inputs(list(paths), filename=assignment.rubric.filename,
-                             layout=None if layout == "auto" else layout)
-    except IntakeError as error:
-        raise UserError(str(error)) from error
+    intake = _read_intake(paths, assignment.rubric.filename, layout)
     starter_path = None if no_starter else (starter or default_starter())
     if starter_path is None and not no_starter:
         click.echo("warning: no starter code found; pass --starter FILE so shared starter code is not flagged",

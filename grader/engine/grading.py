@@ -136,7 +136,7 @@ class Grader:
                 number=problem.number,
                 title=problem.title,
                 score=0.0,
-                max_score=sum(c.points for c in problem.checks),
+                max_score=problem.max_score,
                 checks=[
                     CheckResult(
                         name=c.name, score=0.0, max_score=c.points, passed=False, message=f"not graded: {error}"

@@ -34,9 +34,6 @@ class Plan:
     array_ids: dict[int, int] = field(default_factory=dict)
     bounds: dict[tuple[CallKey, str, float, float], np.ndarray | None] = field(default_factory=dict)
 
-    def call_index(self, key: CallKey) -> int:
-        return self.keys[key]
-
     def tolerance_bound(self, key: CallKey, name: str, rtol: float, atol: float) -> np.ndarray | None:
         """How far each of an output's values may be from the expected one (`np.allclose`'s test:
         atol + rtol * |expected|), or None where an expected value is not finite; the same for

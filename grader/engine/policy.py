@@ -23,7 +23,6 @@ class ForbiddenImport:
 
 @dataclass
 class ParsedSource:
-    text: str
     code: bytes  # the module compiled as `import` would compile it, marshalled for the sandbox
     tree: ast.AST | None = None  # None: not parsed, because the text cannot name a banned package
 
@@ -45,11 +44,11 @@ def find_forbidden_imports(parsed: ParsedSource, forbidden: list[str]) -> list[F
 
     Catches `import x`, `from x import y`, `__import__("x")` and `importlib.import_module("x")`
     with a literal name; a name computed at run time is refused by the sandbox's import blocker.
-    The tree is walked only when the text could name a banned package.
+    A source without a tree is one whose text cannot name a banned package (see `parse_source`).
     """
     banned = set(forbidden)
     found: list[ForbiddenImport] = []
-    if parsed.tree is None or not could_name_any(parsed.text, banned):
+    if parsed.tree is None:
         return found
 
     def check(name: str | None, node: ast.AST) -> None:
@@ -103,4 +102,4 @@ def parse_source(source: bytes, filename: str, forbidden: list[str] | None = Non
         return SourceProblem(f"{filename} has a syntax error{where}: {error.msg}")
     except (ValueError, RecursionError, MemoryError) as error:
         return SourceProblem(f"{filename} cannot be parsed: {type(error).__name__}")
-    return ParsedSource(text, marshal.dumps(code), tree)
+    return ParsedSource(marshal.dumps(code), tree)

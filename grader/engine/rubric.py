@@ -64,6 +64,10 @@ class ProblemSpec(BaseModel):
     title: str
     checks: list[CheckSpec] = Field(alias="check")
 
+    @property
+    def max_score(self) -> float:
+        return sum(c.points for c in self.checks)
+
 
 class LimitSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -128,7 +128,7 @@ class Scorer:
             )
         if not np.isfinite(actual).all():
             raise CheckFailed(f"{name} contains nan or inf ({where})", check.hints.nonfinite or check.hints.mismatch)
-        if not allclose(actual, expected, check.rtol, check.atol):
+        if not np.allclose(actual, expected, rtol=check.rtol, atol=check.atol):
             error = float(np.max(np.abs(actual - expected)))
             raise CheckFailed(
                 f"{name} has the right shape but wrong values: largest difference from the expected "
@@ -261,13 +261,6 @@ class Scorer:
                 )
                 if warning not in self.warnings:
                     self.warnings.append(warning)
-
-
-def allclose(actual: np.ndarray, expected: np.ndarray, rtol: float, atol: float) -> bool:
-    """np.allclose for a finite `actual`, without its generality's cost when `expected` is finite too."""
-    if not np.isfinite(expected).all():
-        return bool(np.allclose(actual, expected, rtol=rtol, atol=atol))
-    return bool((np.abs(actual - expected) <= atol + rtol * np.abs(expected)).all())
 
 
 def fmt_shape(shape: tuple[int, ...]) -> str:
