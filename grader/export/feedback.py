@@ -74,12 +74,16 @@ def feedback_files(results: Sequence[StudentResult], *, title: str) -> dict[str,
     return {feedback_filename(r.key, taken): feedback_markdown(r, title=title) for r in results}
 
 
-def feedback_zip(results: Sequence[StudentResult], *, title: str) -> bytes:
+def _zip(files: dict[str, str]) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, text in feedback_files(results, title=title).items():
+        for name, text in files.items():
             archive.writestr(name, text)
     return buffer.getvalue()
+
+
+def feedback_zip(results: Sequence[StudentResult], *, title: str) -> bytes:
+    return _zip(feedback_files(results, title=title))
 
 
 def write_feedback(results: Sequence[StudentResult], destination: Path, *, title: str) -> int:
@@ -87,7 +91,7 @@ def write_feedback(results: Sequence[StudentResult], destination: Path, *, title
     files = feedback_files(results, title=title)
     if destination.suffix.lower() == ".zip":
         destination.parent.mkdir(parents=True, exist_ok=True)
-        destination.write_bytes(feedback_zip(results, title=title))
+        destination.write_bytes(_zip(files))
     else:
         destination.mkdir(parents=True, exist_ok=True)
         for name, text in files.items():
