@@ -177,8 +177,8 @@ def claim(session: Session, submission_id: int) -> ClaimedWork | None:
         if submission.state != GRADED:
             submission.state = GRADED
         return None
-    blob = session.get(Blob, submission.source_sha256)
-    if blob is None:
+    source = get_source(session, submission)
+    if source is None:
         return None
     submission.state = RUNNING
     submission.attempts += 1
@@ -187,7 +187,7 @@ def claim(session: Session, submission_id: int) -> ClaimedWork | None:
         batch_id=submission.batch_id,
         generation=submission.generation,
         student=submission.student,
-        source=blob.content,
+        source=source,
         attempts=submission.attempts,
         callback_url=submission.callback_url,
     )
