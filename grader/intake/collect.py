@@ -30,6 +30,7 @@ from grader.intake.tree import (
     is_junk,
     is_unsupported_archive,
     is_zip_name,
+    listing,
     open_zip_file,
     read_file_capped,
 )
@@ -289,12 +290,12 @@ class _Reader:
             if unsupported:
                 detail = f"{unsupported[0]} is not a zip archive; only zip archives can be read"
                 return _Found(UNREADABLE, detail=detail, notes=notes)
-            return _Found(NOT_FOUND, detail=f"no {self.filename} found among: {_listing([p for p, _ in seen])}",
+            return _Found(NOT_FOUND, detail=f"no {self.filename} found among: {listing([p for p, _ in seen])}",
                           notes=notes)
         ranked = sorted(candidates, key=self.rank)
         path, item = ranked[0]
         if len(ranked) > 1:
-            notes.append(f"found {len(ranked)} copies of {self.filename} ({_listing([p for p, _ in ranked])}); "
+            notes.append(f"found {len(ranked)} copies of {self.filename} ({listing([p for p, _ in ranked])}); "
                          f"graded {path}")
         notes.extend(f"also: {p}" for p in problems)
         if item.size > MAX_SOURCE_BYTES:
@@ -362,13 +363,6 @@ def _stem(path: Path) -> str:
 
 def _too_large(path: str, size: int) -> str:
     return f"{path} is {size // 1024} KB, more than the {MAX_SOURCE_BYTES // 1024} KB a source may have; not graded"
-
-
-def _listing(paths: list[str], shown: int = 5) -> str:
-    if not paths:
-        return "nothing"
-    more = f" and {len(paths) - shown} more" if len(paths) > shown else ""
-    return ", ".join(paths[:shown]) + more
 
 
 def _unique(submissions: list[Submission], warnings: list[str]) -> list[Submission]:

@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from grader.intake.archive import ArchiveError
-from grader.intake.tree import Item
+from grader.intake.tree import Item, listing
 
 # <Assignment>_<username>_attempt_<YYYY-MM-DD-HH-MM-SS>_<original name>, or the attempt's `.txt`
 # receipt. The prefix is greedy: assignment names may hold spaces, underscores, even "_attempt_".
@@ -214,5 +214,4 @@ def read_canvas(items: list[Item]) -> tuple[list[StudentFiles], list[str]]:
 
 
 def _ignored_warning(paths: list[str], how: str) -> str:
-    shown = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
-    return f"ignored {len(paths)} file(s) not {how}: {shown}"
+    return f"ignored {len(paths)} file(s) not {how}: {listing(paths)}"

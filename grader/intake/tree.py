@@ -42,6 +42,14 @@ def is_unsupported_archive(path: str) -> bool:
     return path.lower().endswith(UNSUPPORTED_ARCHIVES)
 
 
+def listing(paths: list[str], shown: int = 5) -> str:
+    """The first `shown` paths for a message, then how many more there are."""
+    if not paths:
+        return "nothing"
+    more = f" and {len(paths) - shown} more" if len(paths) > shown else ""
+    return ", ".join(paths[:shown]) + more
+
+
 @dataclass
 class Context:
     """What every read in one intake shares: the limits, the decompression budget, open archives."""
