@@ -38,7 +38,7 @@ from grader.queue.broker import (
 )
 from grader.service.jobs import GradeWork, GradingJobs, Outcome
 from grader.settings import Settings
-from grader.store.database import Database, DatabaseError, open_database
+from grader.store.database import Database, DatabaseError, open_database, safe_url
 
 log = logging.getLogger(__name__)
 
@@ -241,9 +241,7 @@ class QueueWorker:
                 delay = min(delay * 2, MAX_DB_DELAY)
 
     def _safe_database_url(self) -> str:
-        from sqlalchemy.engine import make_url
-
-        return make_url(self.settings.sqlalchemy_url).render_as_string(hide_password=True)
+        return safe_url(self.settings.sqlalchemy_url)
 
     def _beat(self) -> None:
         if self.heartbeat_file is None:

@@ -31,6 +31,11 @@ def normalize_url(url: str) -> str:
     return url
 
 
+def safe_url(url: str) -> str:
+    """The URL for logs and messages, its password masked."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
     # WAL lets readers run beside the one writer; NORMAL sync is durable across process crashes.
     cursor = dbapi_connection.cursor()
@@ -98,7 +103,7 @@ def open_database(url: str) -> Database:
         migrate(database.engine)
     except Exception as error:
         database.dispose()
-        safe = make_url(database.url).render_as_string(hide_password=True)
+        safe = safe_url(database.url)
         cause = getattr(error, "orig", None) or error  # the driver's own words, not SQLAlchemy's wrapping
         first_line = (str(cause).strip().splitlines() or [""])[0]
         raise DatabaseError(f"cannot open the database {safe}: {first_line}") from error
