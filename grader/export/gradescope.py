@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from grader.engine.grading import Grader
 
 VISIBILITIES = ("hidden", "after_due_date", "after_published", "visible")
-AUTOGRADER_ROOT = Path("/autograder")
 
 
 def gradescope_results(

@@ -94,10 +94,6 @@ class Item:
     def name(self) -> str:
         return self.path.rpartition("/")[2]
 
-    @property
-    def depth(self) -> int:
-        return self.path.count("/")
-
     def read(self, limit: int | None = None) -> bytes:
         return self.reader(limit)
 
@@ -109,7 +105,6 @@ class Item:
 class Container:
     """The files of a folder or a zip, junk excluded, with the folders they sit in."""
 
-    name: str
     items: list[Item]
     directories: set[str] = field(default_factory=set)
     warnings: list[str] = field(default_factory=list)
@@ -127,13 +122,13 @@ class Container:
         items = [Item(i.path[len(prefix):], i.size, i.origin, i.reader, i.opener)
                  for i in self.items if i.path.startswith(prefix)]
         directories = {d[len(prefix):] for d in self.directories if d.startswith(prefix)}
-        return Container(f"{self.name}/{folder}", items, directories)
+        return Container(items, directories)
 
 
 def zip_container(archive: SafeArchive, context: Context) -> Container:
     items = [_zip_item(archive, entry, context) for entry in archive.entries if not is_junk(entry.path)]
     directories = {d for d in archive.directories if not is_junk(d + "/x")}
-    return Container(archive.name, items, directories, list(archive.warnings))
+    return Container(items, directories, list(archive.warnings))
 
 
 def _zip_item(archive: SafeArchive, entry: ArchiveEntry, context: Context) -> Item:
@@ -183,7 +178,7 @@ def folder_container(root: Path, context: Context) -> Container:
             items.append(_file_item(full, rel, info.st_size, context))
             if len(items) > context.limits.max_entries:
                 raise ArchiveError(f"{root} holds more than {context.limits.max_entries} files; not read")
-    return Container(str(root), items, directories, warnings)
+    return Container(items, directories, warnings)
 
 
 def read_file_capped(path: Path, limit: int) -> bytes:
