@@ -14,6 +14,7 @@ from anyio import to_thread
 from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.orm import Session
 
 import grader
 from grader.engine.report import SubmissionReport
@@ -321,6 +322,20 @@ def _summary(batch: Batch, state: repository.Progress) -> BatchSummary:
     )
 
 
+def _batch_or_404(session: Session, batch_id: int) -> Batch:
+    """The batch with its submissions and their results loaded (`repository.get_batch`), or a 404 problem."""
+    batch = repository.get_batch(session, batch_id)
+    if batch is None:
+        raise ProblemError(404, f"There is no batch {batch_id}.", kind="not-found")
+    return batch
+
+
+def _submission_or_404(session: Session, submission_id: int) -> Submission:
+    """The submission (`repository.get_submission`), or a 404 problem."""
+    submission = repository.get_submission(session, submission_id)
+    if submission is None:
+        raise ProblemError(404, f"There is no submission {submission_id}.", kind="not-found")
+    return submission
 
 
 @api.get("/batches/{batch_id}", tags=["batches"], response_model=BatchDetail)
@@ -331,9 +346,7 @@ def get_batch(ctx: Service, batch_id: BatchId) -> BatchDetail:
 
 def _batch_detail(ctx: ServiceContext, batch_id: int) -> BatchDetail:
     with ctx.database.session() as session:
-        batch = repository.get_batch(session, batch_id)
-        if batch is None:
-            raise ProblemError(404, f"There is no batch {batch_id}.", kind="not-found")
+        batch = _batch_or_404(session, batch_id)
         # counted from the rows loaded above, so the status never runs ahead of the scores shown
         state = repository.batch_progress(Counter(s.state for s in batch.submissions), batch.error)
         summary = _summary(batch, state)
@@ -393,9 +406,7 @@ def stored_results(batch: Batch, max_score: float) -> list[StudentResult]:
 
 def _export(ctx: ServiceContext, batch_id: int) -> tuple[Batch, list[StudentResult]]:
     with ctx.database.session() as session:
-        batch = repository.get_batch(session, batch_id)
-        if batch is None:
-            raise ProblemError(404, f"There is no batch {batch_id}.", kind="not-found")
+        batch = _batch_or_404(session, batch_id)
         return batch, stored_results(batch, ctx.grader.assignment.rubric.max_score)
 
 
@@ -474,9 +485,7 @@ def batch_similarity(
 ) -> dict[str, Any]:
     """Pairs of students whose code (starter code excluded) is alike, most alike first, with line ranges."""
     with ctx.database.session() as session:
-        batch = repository.get_batch(session, batch_id)
-        if batch is None:
-            raise ProblemError(404, f"There is no batch {batch_id}.", kind="not-found")
+        batch = _batch_or_404(session, batch_id)
         sources = {}
         for row in batch.submissions:
             source = repository.get_source(session, row)
@@ -492,9 +501,7 @@ def batch_similarity(
 def regrade_batch(request: Request, ctx: Service, batch_id: BatchId) -> JSONResponse:
     """Grade every student of the batch again with the rubric now loaded (after a rubric fix)."""
     with ctx.database.session() as session:
-        batch = repository.get_batch(session, batch_id)
-        if batch is None:
-            raise ProblemError(404, f"There is no batch {batch_id}.", kind="not-found")
+        batch = _batch_or_404(session, batch_id)
         ids = repository.request_regrade(session, list(batch.submissions))
     for submission_id in ids:
         ctx.queue.submit(GradeWork(submission_id, batch_id))
@@ -514,9 +521,7 @@ def get_submission(ctx: Service, submission_id: SubmissionId) -> SubmissionDetai
 
 def _submission_detail(ctx: ServiceContext, submission_id: int) -> SubmissionDetail:
     with ctx.database.session() as session:
-        submission = repository.get_submission(session, submission_id)
-        if submission is None:
-            raise ProblemError(404, f"There is no submission {submission_id}.", kind="not-found")
+        submission = _submission_or_404(session, submission_id)
         source = repository.get_source(session, submission)
         result = repository.current_result(submission)
         delivery = repository.delivery_for(session, submission)
@@ -551,9 +556,7 @@ def _submission_detail(ctx: ServiceContext, submission_id: int) -> SubmissionDet
 def regrade_submission(request: Request, ctx: Service, submission_id: SubmissionId) -> JSONResponse:
     """Grade one stored submission again with the rubric now loaded; the new result becomes the final one."""
     with ctx.database.session() as session:
-        submission = repository.get_submission(session, submission_id)
-        if submission is None:
-            raise ProblemError(404, f"There is no submission {submission_id}.", kind="not-found")
+        submission = _submission_or_404(session, submission_id)
         if submission.source_sha256 is None:
             raise ProblemError(409, f"Submission {submission_id} has no file to grade.", kind="nothing-to-grade")
         batch_id = submission.batch_id
