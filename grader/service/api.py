@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from collections import Counter
 from pathlib import Path as FilePath
 from pathlib import PurePath
 from typing import Annotated, Any, Literal
@@ -348,7 +347,7 @@ def _batch_detail(ctx: ServiceContext, batch_id: int) -> BatchDetail:
     with ctx.database.session() as session:
         batch = _batch_or_404(session, batch_id)
         # counted from the rows loaded above, so the status never runs ahead of the scores shown
-        state = repository.batch_progress(Counter(s.state for s in batch.submissions), batch.error)
+        state = repository.loaded_progress(batch)
         summary = _summary(batch, state)
         return BatchDetail(
             **summary.model_dump(),

@@ -184,15 +184,21 @@ def home(request: Request) -> Response:
     return render(request, "home.html", batches=summaries)
 
 
-def load_batch(request: Request, batch_id: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A batch's summary and its results context, for a browser allowed to see them."""
+def load_batch(
+    request: Request, batch_id: int, *, with_results: bool = True
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A batch's summary and its results context, for a browser allowed to see them.
+
+    With `with_results=False` the results context (rows, charts) is not built and comes back empty.
+    """
     page_access(request)
     with service(request).database.session() as session:
         batch = repository.get_batch(session, batch_id)
         if batch is None:
             raise PageNotFound(f"batch {batch_id}")
-        progress = repository.progress(session, [batch.id])[batch.id]
-        return batch_summary(batch, progress), results_context(request, batch)
+        # counted from the rows loaded above, so the status never runs ahead of the scores shown
+        progress = repository.loaded_progress(batch)
+        return batch_summary(batch, progress), (results_context(request, batch) if with_results else {})
 
 
 @router.get("/batches/{batch_id}", response_class=HTMLResponse)
@@ -237,7 +243,7 @@ def submission_page(request: Request, submission_id: int) -> Response:
 
 @router.get("/batches/{batch_id}/similarity", response_class=HTMLResponse)
 def similarity_page(request: Request, batch_id: int) -> Response:
-    summary, _ = load_batch(request, batch_id)
+    summary, _ = load_batch(request, batch_id, with_results=False)
     report = batch_similarity(service(request), batch_id)
     pairs = [
         {

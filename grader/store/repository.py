@@ -339,6 +339,14 @@ def batch_progress(states: Counter[str], error: str | None = None) -> Progress:
     return Progress(done=done, total=total, status=status)
 
 
+def loaded_progress(batch: Batch) -> Progress:
+    """A batch's progress counted from its loaded submissions (as `get_batch` loads them), with no query.
+
+    Counted from the same rows the caller shows, so the status never runs ahead of the scores shown.
+    """
+    return batch_progress(Counter(s.state for s in batch.submissions), batch.error)
+
+
 # --- callback deliveries -------------------------------------------------------------------------
 
 
