@@ -15,13 +15,13 @@ import time
 from dataclasses import dataclass, field
 
 PREFIX = "hw-grader."
+CONTROLLERS = ("memory", "pids")
 
 
 @dataclass
 class Hierarchy:
     """Where a controller's cgroup tree is mounted, and the grader's own cgroup inside it."""
 
-    controller: str
     version: int
     parent: str  # the directory of the cgroup this process is in
 
@@ -56,14 +56,14 @@ def find_hierarchy(controller: str) -> Hierarchy | None:
     mounts = _mounts()
     for root, point, fstype, options in mounts:
         if fstype == "cgroup" and controller in options and controller in own:
-            return Hierarchy(controller, 1, _join(point, root, own[controller]))
+            return Hierarchy(1, _join(point, root, own[controller]))
     for root, point, fstype, _options in mounts:
         if fstype == "cgroup2" and "" in own:
             parent = _join(point, root, own[""])
             try:
                 with open(os.path.join(parent, "cgroup.controllers")) as available:
                     if controller in available.read().split():
-                        return Hierarchy(controller, 2, parent)
+                        return Hierarchy(2, parent)
             except OSError:
                 continue
     return None
@@ -90,7 +90,7 @@ class ZygoteCgroups:
     def create(cls, name: str) -> ZygoteCgroups:
         """Make what the host allows; `notes` says why a controller is missing."""
         groups = cls(name)
-        for controller in ("memory", "pids"):
+        for controller in CONTROLLERS:
             try:
                 hierarchy = find_hierarchy(controller)
                 if hierarchy is None:
@@ -225,10 +225,29 @@ def remove(path: str) -> None:
             time.sleep(0.005)
 
 
+def remove_named(name: str) -> None:
+    """Remove a zygote's cgroups, by name, from each hierarchy that has them (for when the zygote
+    could not remove them itself)."""
+    for controller in CONTROLLERS:
+        hierarchy = find_hierarchy(controller)
+        if hierarchy is not None:
+            path = os.path.join(hierarchy.parent, name)
+            if os.path.isdir(path):
+                remove(path)
+
+
+def stale(entry: str) -> bool:
+    """Whether a cgroup's or scratch folder's name is that of a grader process that no longer exists."""
+    if not entry.startswith(PREFIX):
+        return False
+    owner = entry[len(PREFIX):].split(".")[0]
+    return owner.isdigit() and not alive(int(owner))
+
+
 def sweep_stale() -> list[str]:
     """Remove the cgroups of grader processes that no longer exist; returns what was removed."""
     removed = []
-    for controller in ("memory", "pids"):
+    for controller in CONTROLLERS:
         try:
             hierarchy = find_hierarchy(controller)
         except OSError:
@@ -240,10 +259,7 @@ def sweep_stale() -> list[str]:
         except OSError:
             continue
         for entry in entries:
-            if not entry.startswith(PREFIX):
-                continue
-            owner = entry[len(PREFIX):].split(".")[0]
-            if owner.isdigit() and not alive(int(owner)):
+            if stale(entry):
                 path = os.path.join(hierarchy.parent, entry)
                 remove(path)
                 removed.append(path)

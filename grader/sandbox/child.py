@@ -234,7 +234,7 @@ class Harness:
         outputs = []
         for row in nudged:
             # fresh copies for every call: a function that changes its inputs must not skew the next
-            args = [b.copy() if isinstance(b, np.ndarray) else b for b in bases]
+            args = [b.copy() if i != position and isinstance(b, np.ndarray) else b for i, b in enumerate(bases)]
             args[position] = row.copy()
             value = self.call_student(function, args)
             picked = value if call.get("arity") is None else self.unpack(call, value)[output]

@@ -20,7 +20,7 @@ import numpy as np
 import grader
 from grader.sandbox import cgroups
 from grader.sandbox.isolation import MINIMUM, IsolationConfig, Limits, SandboxUnavailable, remove_tree
-from grader.sandbox.protocol import MessageReader, ProtocolError, write_message
+from grader.sandbox.protocol import MessageReader, ProtocolError, expected_values, write_message
 
 logger = logging.getLogger(__name__)
 
@@ -193,12 +193,7 @@ class ZygoteProcess:
         """Remove what the zygote made, in case it could not (it was killed): cgroups, scratch."""
         name = self.isolation.get("cgroup_name")
         if name:
-            for controller in ("memory", "pids"):
-                hierarchy = cgroups.find_hierarchy(controller)
-                if hierarchy is not None:
-                    path = os.path.join(hierarchy.parent, name)
-                    if os.path.isdir(path):
-                        cgroups.remove(path)
+            cgroups.remove_named(name)
         scratch = self.isolation.get("scratch_base")
         if scratch and os.path.lexists(scratch):
             remove_tree(scratch)
@@ -212,8 +207,7 @@ class ZygoteProcess:
 def _call_result(header: dict[str, Any], remaining: Iterator[np.ndarray], call: dict[str, Any]) -> CallResult:
     if header.get("status") != "ok":
         return CallResult(ok=False, error=header.get("error"))
-    wanted = 1 if call.get("perturb") else len(call["send"])
-    if len(header["values"]) != wanted:  # the zygote checks this too; a scorer must never see it
+    if len(header["values"]) != expected_values(call):  # the zygote checks this too; a scorer must never see it
         return CallResult(ok=False, error={"type": "protocol", "message": "sent a malformed result"})
     values = []
     for value in header["values"]:
@@ -345,7 +339,5 @@ def _sweep_stale() -> None:
     except OSError:
         return
     for entry in entries:
-        if entry.startswith(cgroups.PREFIX):
-            owner = entry[len(cgroups.PREFIX):].split(".")[0]
-            if owner.isdigit() and not cgroups.alive(int(owner)):
-                remove_tree(os.path.join(base, entry))
+        if cgroups.stale(entry):
+            remove_tree(os.path.join(base, entry))

@@ -37,6 +37,10 @@ class ProtocolError(Exception):
     """The peer sent something that is not a well-formed, size-capped message."""
 
 
+class ArraysTooLarge(ProtocolError):
+    """A message's arrays are larger than the reader allows (for a run's results: its output budget)."""
+
+
 @dataclass
 class Message:
     header: dict[str, Any]
@@ -148,7 +152,7 @@ class MessageReader:
             total = self._total
             if self.arena is not None:
                 if total > len(self.arena):
-                    raise ProtocolError(f"arrays larger than {len(self.arena)} bytes")
+                    raise ArraysTooLarge(f"arrays larger than {len(self.arena)} bytes")
                 self._body = memoryview(self.arena)[:total]
                 self.arena_used = max(self.arena_used, total)
             else:
@@ -221,7 +225,7 @@ class MessageReader:
                 count *= n
             total += count * dtype.itemsize
             if total > self.max_array_bytes:
-                raise ProtocolError(f"arrays larger than {self.max_array_bytes} bytes")
+                raise ArraysTooLarge(f"arrays larger than {self.max_array_bytes} bytes")
             sizes.append((dtype, count, shape))
         self._sizes = sizes
         self._total = total
@@ -239,6 +243,12 @@ class MessageReader:
             arrays.append(array)
             offset += count * dtype.itemsize
         return arrays
+
+
+def expected_values(call: dict[str, Any]) -> int:
+    """How many values a result of `call` carries: the stacked outputs of a perturbed call, else one
+    per returned value the call sends."""
+    return 1 if call.get("perturb") else len(call.get("send", []))
 
 
 def _page_ceiling(size: int, limit: int) -> int:

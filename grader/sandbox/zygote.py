@@ -28,7 +28,15 @@ import numpy as np
 from grader.sandbox import kernel
 from grader.sandbox.child import PROGRESS, Harness, mark_progress, warm_up
 from grader.sandbox.isolation import Isolation, IsolationConfig, Limits, SandboxSetupFailed
-from grader.sandbox.protocol import MessageReader, ProtocolError, arena, forward_message, write_message
+from grader.sandbox.protocol import (
+    ArraysTooLarge,
+    MessageReader,
+    ProtocolError,
+    arena,
+    expected_values,
+    forward_message,
+    write_message,
+)
 
 SIGNAL_NAMES = {
     signal.SIGSEGV: "crashed with a segmentation fault (SIGSEGV)",
@@ -55,6 +63,7 @@ class ChildOutcome:
 
 class Zygote:
     job_deadline = float("inf")
+    job_time_budget = float("inf")  # seconds: the submission time budget of the job running now
 
     def __init__(self, control_in: int, control_out: int, config: dict[str, Any]) -> None:
         self.control_in = control_in
@@ -123,8 +132,10 @@ class Zygote:
         pending = set(range(len(calls)))
         broken: dict[str, dict[str, Any]] = {}
         # One wall-clock budget for the whole submission, across every child it takes: without it, a
-        # submission that stays just under each limit in every function holds a core for minutes.
-        self.job_deadline = time.monotonic() + submission_time_budget(limits, calls)
+        # submission that stays just under each limit in every function holds a core for minutes. It is
+        # also the hard ceiling of every child, so that a child faking progress forever still ends.
+        self.job_time_budget = submission_time_budget(limits, calls)
+        self.job_deadline = time.monotonic() + self.job_time_budget
         budget = [limits.max_output_bytes]  # result bytes this submission may still send
         attempts = 0
         while pending:
@@ -212,8 +223,6 @@ class Zygote:
         # results are validated from their header and forwarded as bytes: no array objects needed here
         reader = MessageReader(read_fd, max_array_bytes=budget[0], arena=self.relay_arena, split=False, untrusted=True)
         started = time.monotonic()
-        # a hard ceiling, so that a child faking progress forever still ends
-        ceiling = min(started + submission_time_budget(limits, calls), self.job_deadline)
         poll = min(0.05, limits.time_limit / 10)
         seen_sequence = -1
         call_deadline = started + limits.import_time_limit
@@ -227,11 +236,10 @@ class Zygote:
                 if not in_import:  # progress while importing extends nothing: the import has its own limit
                     call_deadline = now + limits.time_limit
             if now >= self.job_deadline:
-                total = submission_time_budget(limits, calls)
-                text = (f"not finished: the submission used up the {total:g} s one submission may take in all "
-                        "(every import and call together)")
+                text = (f"not finished: the submission used up the {self.job_time_budget:g} s one submission may "
+                        "take in all (every import and call together)")
                 return ChildOutcome({"type": "total_time", "message": text}, self.current_function(calls)), None
-            if now >= min(call_deadline, ceiling):
+            if now >= call_deadline:  # (past the job deadline, the check above has returned)
                 current = self.current_function(calls)
                 if in_import:
                     text = f"did not finish importing within {limits.import_time_limit:g} s"
@@ -239,20 +247,19 @@ class Zygote:
                 text = f"did not return within {limits.time_limit:g} s"
                 return ChildOutcome({"type": "timeout", "message": text}, current), None
             try:
-                message = reader.read(min(now + poll, call_deadline, ceiling))
+                message = reader.read(min(now + poll, call_deadline, self.job_deadline))
             except TimeoutError:
                 continue
+            except ArraysTooLarge:
+                failure = {"type": "output", "message": f"sent more than {limits.max_output_bytes} bytes of results"}
+                return ChildOutcome(failure, self.current_function(calls)), None
             except ProtocolError as error:
-                if "larger than" in str(error):
-                    text = f"sent more than {limits.max_output_bytes} bytes of results"
-                    failure = {"type": "output", "message": text}
-                else:
-                    failure = {"type": "protocol", "message": f"sent a malformed result ({error})"}
+                failure = {"type": "protocol", "message": f"sent a malformed result ({error})"}
                 return ChildOutcome(failure, self.current_function(calls)), None
             if message is None:
                 current = self.current_function(calls)
                 try:
-                    reaped = _reap(pid, min(call_deadline, ceiling))
+                    reaped = _reap(pid, min(call_deadline, self.job_deadline))
                 except TimeoutError:  # it closed its end of the pipe but carries on: a hang all the same
                     text = f"did not return within {limits.time_limit:g} s"
                     return ChildOutcome({"type": "timeout", "message": text}, current), None
@@ -375,8 +382,7 @@ def _clean_result(header: dict[str, Any], calls: list[dict[str, Any]], pending: 
     if status != "ok":
         return None
     values = header.get("values")
-    call = calls[index]
-    wanted = 1 if call.get("perturb") else len(call.get("send", []))
+    wanted = expected_values(calls[index])
     if not isinstance(values, list) or len(values) != wanted or wanted > MAX_VALUES_PER_CALL:
         return None
     clean_values = []
