@@ -13,7 +13,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from grader.engine.grading import Grader
@@ -45,7 +45,6 @@ class Outcome:
     callback: bool = False  # the recorded result has a callback to deliver
     error: str | None = None
     retry: bool = False
-    limits_hit: list[str] = field(default_factory=list)
 
 
 class JobQueue(Protocol):
@@ -104,7 +103,7 @@ class GradingJobs:
             recorded = repository.record_result(session, claimed, stored)
         return self._finish(
             Outcome(work, report=report, report_json=stored, recorded=recorded,
-                    callback=claimed.callback_url is not None, limits_hit=list(report.limits_hit))
+                    callback=claimed.callback_url is not None)
         )
 
     def _finish(self, outcome: Outcome) -> Outcome:

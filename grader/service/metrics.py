@@ -52,7 +52,7 @@ class ServiceMetrics:
         if outcome.report is not None:
             self.grading_seconds.observe(outcome.report.seconds)
             self.graded.labels("recorded" if outcome.recorded else "duplicate").inc()
-            for limit in outcome.limits_hit:
+            for limit in outcome.report.limits_hit:
                 self.breaches.labels(limit).inc()
         elif outcome.error is not None:
             self.graded.labels("failed").inc()
