@@ -241,7 +241,8 @@ def stale(entry: str) -> bool:
     if not entry.startswith(PREFIX):
         return False
     owner = entry[len(PREFIX):].split(".")[0]
-    return owner.isdigit() and not alive(int(owner))
+    # ASCII digits only: str.isdigit() also accepts "²", which int() refuses
+    return owner.isascii() and owner.isdigit() and not alive(int(owner))
 
 
 def sweep_stale() -> list[str]:
