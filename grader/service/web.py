@@ -135,7 +135,7 @@ def results_context(request: Request, batch: Batch) -> dict[str, Any]:
     means = []
     for index, problem in enumerate(rubric.problems):
         values = [r.problem_scores[index] or 0.0 for r in graded]
-        top = sum(c.points for c in problem.checks)
+        top = problem.max_score
         means.append((f"P{problem.number}", sum(values) / len(values) if values else 0.0, top))
     scores = [r.score for r in graded if r.score is not None]
     return {
