@@ -39,6 +39,18 @@ def grader(assignment: Assignment) -> Iterator[Grader]:
         yield session_grader
 
 
+@pytest.fixture()
+def shared_pool(grader: Grader, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """In-process CLI commands grade on the session's sandbox pool instead of starting their own.
+
+    The commands' --assignment, --workers and --insecure-no-sandbox are ignored: use it only for
+    commands that grade the default assignment with the default sandbox."""
+    import grader.cli as cli
+
+    monkeypatch.setattr(cli, "_make_grader", lambda *_args: Grader(grader.assignment, pool=grader.pool))
+    yield
+
+
 @pytest.fixture(scope="session")
 def expected_examples() -> dict[str, dict[str, object]]:
     return json.loads((EXAMPLES / "expected.json").read_text())

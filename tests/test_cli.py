@@ -8,10 +8,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from grader.cli import main
 from tests.conftest import EXAMPLES, ROOT
+
+# In-process `grade` commands use the session's sandbox pool instead of starting one each: none of
+# them passes --assignment, --workers or --insecure-no-sandbox (which the shared pool ignores), and
+# `doctor` and the subprocess tests do not go through it.
+pytestmark = pytest.mark.usefixtures("shared_pool")
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -6,22 +6,15 @@ import csv
 import io
 import json
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 import grader.cli as cli
-from grader.engine.grading import Grader
 from tests.intake_fixtures import blackboard_entries, example, write_zip, zip_bytes
 
-
-@pytest.fixture(autouse=True)
-def shared_pool(grader: Grader, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Commands grade on the session's sandbox pool instead of starting their own."""
-    monkeypatch.setattr(cli, "_make_grader", lambda *_args: Grader(grader.assignment, pool=grader.pool))
-    yield
+pytestmark = pytest.mark.usefixtures("shared_pool")  # commands grade on the session's sandbox pool
 
 
 def run(*args: str) -> tuple[int, str, str]:
