@@ -18,9 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from grader.sandbox import cgroups, kernel
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 HOSTILE = ROOT / "submissions" / "hostile"
+EXPECTED: dict[str, dict[str, object]] = json.loads((HOSTILE / "expected.json").read_text())
+SAMPLES = sorted(p.name for p in HOSTILE.glob("*.py"))
+DEPLOYMENT = ROOT / "tests" / "sandbox_deployment.py"
 SECRET = "secret-xyz-4391"
 CANARY = Path("/tmp/hw-grader-canary")  # the hostile samples aim at it
 PORT = 47391  # and at this port
@@ -126,6 +129,18 @@ def listening() -> Iterator[Listeners]:
         listeners.stop()
 
 
+@contextlib.contextmanager
+def watching() -> Iterator[tuple[Listeners, dict[str, object]]]:
+    """Everything a hostile run is checked against: this process a subreaper, the canary folder and
+    port held, the listeners up, and the state before (canary and leftovers) for assert_contained."""
+    become_subreaper()
+    with exclusive():
+        make_canary()
+        with listening() as listeners:
+            before: dict[str, object] = {"canary": canary_state(), **leftovers()}
+            yield listeners, before
+
+
 def make_canary() -> None:
     """A world-writable folder with one file: only the sandbox, not file modes, keeps runs out."""
     if CANARY.exists():
@@ -208,12 +223,18 @@ def assignment_copy(time_limit: float, import_time_limit: float) -> Iterator[Pat
         shutil.rmtree(folder)
 
 
+def deployment_command(profile: str, *args: str, keep: tuple[Path, ...] = ()) -> list[str]:
+    """`python -m grader.cli ARGS...` confined as the given deployment would confine it (see
+    tests/sandbox_deployment.py), with the `keep` paths under /tmp still visible."""
+    flags = [flag for path in keep for flag in ("--keep", str(path))]
+    return [sys.executable, str(DEPLOYMENT), *flags, profile, "--", "-m", "grader.cli", *args]
+
+
 def grade_command(assignment: Path, files: list[Path], profile: str | None = None) -> list[str]:
-    command = ["-m", "grader.cli", "grade", "--format", "json", "--assignment", str(assignment), *map(str, files)]
+    args = ["grade", "--format", "json", "--assignment", str(assignment), *map(str, files)]
     if profile is None:
-        return [sys.executable, *command]
-    keep = ["--keep", str(CANARY), "--keep", str(assignment.parent)]
-    return [sys.executable, str(ROOT / "tests" / "sandbox_deployment.py"), *keep, profile, "--", *command]
+        return [sys.executable, "-m", "grader.cli", *args]
+    return deployment_command(profile, *args, keep=(CANARY, assignment.parent))
 
 
 @dataclass
@@ -250,6 +271,29 @@ def failure_messages(report: dict[str, object]) -> str:
     problems = report["problems"]
     assert isinstance(problems, list)
     return " | ".join(c["message"] for p in problems for c in p["checks"] if not c["passed"])
+
+
+def assert_contained(result: Finished, listeners: Listeners, before: dict[str, object]) -> None:
+    """The shared postcondition of every hostile run."""
+    assert SECRET not in result.stdout + result.stderr, "a secret of the grader's environment reached a report"
+    assert listeners.received == [], f"something reached the listeners: {listeners.received}"
+    assert canary_state() == before["canary"], "a run changed the canary folder"
+    after = leftovers((result.pid,))
+    for kind in ("files", "cgroups", "children"):
+        assert after[kind] == before[kind], f"left behind ({kind}): {set(after[kind]) ^ set(before[kind])}"  # type: ignore[arg-type]
+
+
+def check_scores(reports: dict[str, dict[str, object]], *, messages: bool) -> None:
+    """Every hostile sample graded, each exactly as submissions/hostile/expected.json says."""
+    assert sorted(reports) == SAMPLES
+    for name, expected in EXPECTED.items():
+        report = reports[name]
+        scores = [p["score"] for p in report["problems"]]  # type: ignore[attr-defined]
+        assert scores == expected["problems"], f"{name}: {scores}: {failure_messages(report)}"
+        assert report["score"] == expected["score"], name
+        assert report["errors"] == [], f"{name}: {report['errors']}"
+        if messages and "message" in expected:
+            assert str(expected["message"]) in failure_messages(report), f"{name}: {failure_messages(report)}"
 
 
 def skip_if_python_under_tmp(profile: str = "compose") -> None:

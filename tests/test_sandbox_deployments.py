@@ -10,29 +10,24 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import EXAMPLES
 from tests.sandbox_support import (
     HOSTILE,
-    ROOT,
-    Listeners,
+    assert_contained,
     assignment_copy,
-    become_subreaper,
-    canary_state,
-    exclusive,
+    check_scores,
+    deployment_command,
     grade_command,
-    leftovers,
-    listening,
-    make_canary,
     reports_by_file,
     run_grader,
     skip_if_python_under_tmp,
+    watching,
 )
-from tests.test_sandbox_hostile import EXPECTED, assert_contained, check_scores
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="simulating deployments needs root")
 
@@ -63,9 +58,7 @@ def short_assignment() -> Iterator[Path]:
 
 
 def doctor(profile: str) -> dict[str, object]:
-    command = [sys.executable, str(ROOT / "tests" / "sandbox_deployment.py"), profile, "--",
-               "-m", "grader.cli", "doctor", "--format", "json"]
-    result = run_grader(command, timeout=60)
+    result = run_grader(deployment_command(profile, "doctor", "--format", "json"), timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads(result.stdout)
 
@@ -83,38 +76,27 @@ def test_doctor_reports_what_the_deployment_allows(profile: str) -> None:
 @pytest.mark.parametrize("profile", sorted(LAYERS))
 def test_hostile_samples_in_each_deployment(profile: str, short_assignment: Path) -> None:
     skip_if_python_under_tmp(profile)
-    become_subreaper()
-    with exclusive():
-        make_canary()
-        with listening() as listeners:
-            before: dict[str, object] = {"canary": canary_state(), **leftovers()}
-            result = run_grader(grade_command(short_assignment, sorted(HOSTILE.glob("*.py")), profile))
-            assert result.returncode == 0, result.stderr[-2000:]
-            check_scores(reports_by_file(result.stdout), messages=False)
-            assert "stopped answering" not in result.stderr, "a zygote died"
-            assert_contained(result, listeners, before)
-
-
-def test_expected_scores_do_not_depend_on_the_deployment() -> None:
-    """The samples are written so that a layer's absence shows in the score, never just in a message."""
-    assert all("problems" in expected for expected in EXPECTED.values())
-    assert isinstance(Listeners(), Listeners)
+    with watching() as (listeners, before):
+        result = run_grader(grade_command(short_assignment, sorted(HOSTILE.glob("*.py")), profile))
+        assert result.returncode == 0, result.stderr[-2000:]
+        check_scores(reports_by_file(result.stdout), messages=False)
+        assert "stopped answering" not in result.stderr, "a zygote died"
+        assert_contained(result, listeners, before)
 
 
 def test_without_the_minimum_grading_refuses_unless_told_to_run_insecurely() -> None:
     """Where neither a network namespace nor seccomp can be had, `grade` refuses in one sentence;
     `--insecure-no-sandbox` grades anyway, loudly."""
-    script = str(ROOT / "tests" / "sandbox_deployment.py")
-    correct = str(ROOT / "submissions" / "examples" / "correct.py")
-    doctor_run = run_grader([sys.executable, script, "no-isolation", "--", "-m", "grader.cli", "doctor"], timeout=60)
+    correct = str(EXAMPLES / "correct.py")
+    doctor_run = run_grader(deployment_command("no-isolation", "doctor"), timeout=60)
     assert doctor_run.returncode == 1
     assert "no_network         no" in doctor_run.stdout and "refuses to run" in doctor_run.stdout
-    refused = run_grader([sys.executable, script, "no-isolation", "--", "-m", "grader.cli", "grade", correct])
+    refused = run_grader(deployment_command("no-isolation", "grade", correct))
     assert refused.returncode != 0 and refused.stdout == ""
     assert "cannot give student code even the minimum isolation" in refused.stderr
     assert "--insecure-no-sandbox" in refused.stderr and "Traceback" not in refused.stderr
-    insecure = run_grader([sys.executable, script, "no-isolation", "--", "-m", "grader.cli", "grade",
-                           "--insecure-no-sandbox", "--format", "json", correct])
+    insecure = run_grader(deployment_command("no-isolation", "grade", "--insecure-no-sandbox", "--format", "json",
+                                             correct))
     assert insecure.returncode == 0, insecure.stderr[-2000:]
     assert json.loads(insecure.stdout)["score"] == 10
     assert "GRADING WITHOUT A SANDBOX" in insecure.stderr

@@ -3,7 +3,6 @@ exact scores, nothing leaked, nothing arrived, nothing written outside, nothing 
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,25 +12,18 @@ import pytest
 from grader.engine.grading import Grader
 from tests.sandbox_support import (
     CANARY,
+    EXPECTED,
     HOSTILE,
-    SECRET,
-    Finished,
+    SAMPLES,
     Listeners,
+    assert_contained,
     assignment_copy,
-    become_subreaper,
-    canary_state,
-    exclusive,
-    failure_messages,
+    check_scores,
     grade_command,
-    leftovers,
-    listening,
-    make_canary,
     reports_by_file,
     run_grader,
+    watching,
 )
-
-EXPECTED: dict[str, dict[str, object]] = json.loads((HOSTILE / "expected.json").read_text())
-SAMPLES = sorted(p.name for p in HOSTILE.glob("*.py"))
 
 
 def test_every_hostile_sample_has_an_expected_score() -> None:
@@ -51,34 +43,8 @@ def short_assignment() -> Iterator[Path]:
 
 @pytest.fixture()
 def watched() -> Iterator[tuple[Listeners, dict[str, object]]]:
-    become_subreaper()
-    with exclusive():
-        make_canary()
-        with listening() as listeners:
-            before: dict[str, object] = {"canary": canary_state(), **leftovers()}
-            yield listeners, before
-
-
-def assert_contained(result: Finished, listeners: Listeners, before: dict[str, object]) -> None:
-    """The shared postcondition of every hostile run."""
-    assert SECRET not in result.stdout + result.stderr, "a secret of the grader's environment reached a report"
-    assert listeners.received == [], f"something reached the listeners: {listeners.received}"
-    assert canary_state() == before["canary"], "a run changed the canary folder"
-    after = leftovers((result.pid,))
-    for kind in ("files", "cgroups", "children"):
-        assert after[kind] == before[kind], f"left behind ({kind}): {set(after[kind]) ^ set(before[kind])}"  # type: ignore[arg-type]
-
-
-def check_scores(reports: dict[str, dict[str, object]], *, messages: bool) -> None:
-    assert sorted(reports) == SAMPLES
-    for name, expected in EXPECTED.items():
-        report = reports[name]
-        scores = [p["score"] for p in report["problems"]]  # type: ignore[attr-defined]
-        assert scores == expected["problems"], f"{name}: {scores}: {failure_messages(report)}"
-        assert report["score"] == expected["score"], name
-        assert report["errors"] == [], f"{name}: {report['errors']}"
-        if messages and "message" in expected:
-            assert str(expected["message"]) in failure_messages(report), f"{name}: {failure_messages(report)}"
+    with watching() as state:
+        yield state
 
 
 def test_hostile_samples_through_the_command_line(

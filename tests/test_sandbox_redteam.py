@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import re
-import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -25,10 +24,10 @@ from grader.sandbox.isolation import Limits
 from tests.conftest import EXAMPLES
 from tests.sandbox_support import (
     CANARY,
-    ROOT,
     assignment_copy,
     canary_state,
     exclusive,
+    grade_command,
     make_canary,
     reports_by_file,
     run_grader,
@@ -472,9 +471,7 @@ def test_sharing_the_graders_uid_gives_no_reach_over_it() -> None:
         return {{"reached": reached[:10]}}
     """))
         os.chmod(probe, 0o644)
-        command = [sys.executable, str(ROOT / "tests" / "sandbox_deployment.py"), "--keep", str(CANARY), "--keep",
-                   str(assignment.parent), "compose", "--", "-m", "grader.cli", "grade", "--format", "json",
-                   "--assignment", str(assignment), str(probe)]
+        command = grade_command(assignment, [probe], "compose")
         with exclusive():
             make_canary()
             before = canary_state()
