@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
+from _common import percentile, process_cpu  # noqa: E402
 
 from grader.engine.assignment import load_assignment  # noqa: E402
 from grader.engine.grading import Grader  # noqa: E402
@@ -57,13 +58,12 @@ def pyenv_shim() -> str | None:
 
 def cpu_seconds(zygotes: list[int]) -> tuple[float, float, float]:
     """CPU seconds so far of this process, of the zygotes, and of the runs they forked and reaped."""
-    tick = os.sysconf("SC_CLK_TCK")
     own = os.times()
     zygote = runs = 0.0
     for pid in zygotes:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        zygote += (int(fields[11]) + int(fields[12])) / tick
-        runs += (int(fields[13]) + int(fields[14])) / tick
+        itself, reaped = process_cpu(pid)
+        zygote += itself
+        runs += reaped
     return own.user + own.system, zygote, runs
 
 
@@ -92,11 +92,6 @@ def machine() -> str:
         f"{model}, {os.cpu_count()} cores, Linux {platform.release()}, Python {platform.python_version()}, "
         f"numpy {np.__version__}"
     )
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import httpx
+from _common import percentile, process_cpu
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = (ROOT / "submissions" / "examples" / "correct.py").read_bytes()
@@ -42,17 +43,9 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def cpu_seconds(pid: int, *, reaped: bool = False) -> float:
-    """User+system CPU of a process (with `reaped`, also of the children it has waited for)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = int(fields[11]) + int(fields[12])
-    if reaped:
-        ticks += int(fields[13]) + int(fields[14])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
 def sandbox_cpu(pid: int) -> float:
-    return sum(cpu_seconds(child, reaped=True) for child in children(pid))
+    """CPU of a process's children (the zygotes) and of the runs they have reaped."""
+    return sum(sum(process_cpu(child)) for child in children(pid))
 
 
 def children(pid: int) -> list[int]:
@@ -99,16 +92,20 @@ def run_clients(url: str, total: int, clients: int, offset: int) -> tuple[list[f
                 started = time.perf_counter()
                 try:
                     response = http.post(url, files={"file": ("layers.py", body)})
-                    ok = response.status_code == 200 and response.json().get("score") == 10
-                    problem = "" if ok else f"HTTP {response.status_code}: {response.text[:120]}"
-                    if ok:
-                        with lock:
-                            grading.append(float(response.json()["seconds"]))
                 except httpx.HTTPError as error:
-                    problem = f"{error.__class__.__name__}: {error}"
-                elapsed = time.perf_counter() - started
+                    response, problem = None, f"{error.__class__.__name__}: {error}"
+                elapsed = time.perf_counter() - started  # the body is read by now; parsing it is not timed
+                seconds = None
+                if response is not None:
+                    payload = response.json() if response.status_code == 200 else {}
+                    if payload.get("score") == 10:
+                        seconds, problem = float(payload["seconds"]), ""
+                    else:
+                        problem = f"HTTP {response.status_code}: {response.text[:120]}"
                 with lock:
                     latencies.append(elapsed)
+                    if seconds is not None:
+                        grading.append(seconds)
                     if problem:
                         errors.append(problem)
 
@@ -118,11 +115,6 @@ def run_clients(url: str, total: int, clients: int, offset: int) -> tuple[list[f
     for thread in threads:
         thread.join()
     return latencies, errors, grading
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def main() -> None:
@@ -141,13 +133,13 @@ def main() -> None:
             run_clients(url, args.warmup, args.clients, offset=0)
             rss_start = rss_mb(server.pid)
             zygotes_start = sum(rss_mb(c) for c in children(server.pid))
-            service_cpu_start, sandbox_cpu_start = cpu_seconds(server.pid), sandbox_cpu(server.pid)
+            service_cpu_start, sandbox_cpu_start = process_cpu(server.pid)[0], sandbox_cpu(server.pid)
             client_cpu_start = sum(os.times()[:2])
             started = time.perf_counter()
             latencies, errors, grading = run_clients(url, args.requests, args.clients, offset=args.warmup)
             wall = time.perf_counter() - started
             client_cpu = sum(os.times()[:2]) - client_cpu_start  # these 8 clients share the 2 cores
-            service_cpu = cpu_seconds(server.pid) - service_cpu_start
+            service_cpu = process_cpu(server.pid)[0] - service_cpu_start
             sandbox_cpu_used = sandbox_cpu(server.pid) - sandbox_cpu_start
             rss_end = rss_mb(server.pid)
             zygotes_end = sum(rss_mb(c) for c in children(server.pid))
