@@ -1,6 +1,7 @@
-"""Real Redis and PostgreSQL for the queue tests: a key prefix and a database of each test's own.
+"""Real Redis and PostgreSQL for the queue tests: a key prefix and a database of each test's own; also the
+helpers any test with a real process or tool needs (a free port, a clean `grader` environment, waiting).
 
-Absent services skip the test with the reason, except under CI=true, where they fail it.
+Absent services and tools skip the test with the reason, except under CI=true, where they fail it.
 """
 
 from __future__ import annotations
@@ -14,22 +15,33 @@ import sys
 import time
 import uuid
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "submissions" / "examples"
+from tests.conftest import EXAMPLES, ROOT
+
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
-POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+# the PostgreSQL server the tests make their databases on (as a user allowed to CREATE DATABASE)
+POSTGRES_ADMIN_URL = os.environ.get("GRADER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 def skip_or_fail(reason: str) -> None:
     if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason} (CI=true: the service must be running)")
+        pytest.fail(f"{reason} (CI=true requires it)")
     pytest.skip(reason)
+
+
+def installed(name: str, install: str) -> str:
+    """The path of the command `name`; the test is skipped (failed under CI=true) saying how to `install` it."""
+    path = shutil.which(name)
+    if path is None:
+        skip_or_fail(f"{name} is not installed ({install})")
+    assert path is not None
+    return path
 
 
 def port_open(host: str, port: int) -> bool:
@@ -67,23 +79,26 @@ def redis_namespace(db: int = 3) -> Iterator[tuple[str, str]]:
 
 @contextmanager
 def postgres_database() -> Iterator[str]:
-    """A fresh PostgreSQL database for one test (SQLAlchemy URL), dropped afterwards."""
+    """A fresh database for one test on the POSTGRES_ADMIN_URL server (a psycopg SQLAlchemy URL), dropped afterwards."""
     import psycopg
+    from sqlalchemy.engine import make_url
 
-    if not port_open("127.0.0.1", 5432):
-        skip_or_fail("no PostgreSQL on 127.0.0.1:5432")
+    server = make_url(POSTGRES_ADMIN_URL)
+    where = f"{server.host or '127.0.0.1'}:{server.port or 5432}"
+    if not port_open(server.host or "127.0.0.1", server.port or 5432):
+        skip_or_fail(f"no PostgreSQL on {where}")
     name = f"grader_test_{uuid.uuid4().hex[:12]}"
     try:
-        admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True)
+        admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3)
     except psycopg.OperationalError as error:
-        skip_or_fail(f"cannot connect to PostgreSQL as postgres: {error}")
+        skip_or_fail(f"cannot connect to PostgreSQL at {where} as {server.username}: {error}")
         raise
     with admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+        yield server.set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)
     finally:
-        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
@@ -92,19 +107,24 @@ def expected_scores() -> dict[str, float]:
     return {name: float(entry["score"]) for name, entry in data.items()}
 
 
+def sample_students(copies: int, *, skip: Collection[str] = ()) -> dict[str, tuple[str, float]]:
+    """Every sample submission but `skip`, `copies` times: student (`s00_correct`, ...) -> (sample file, score)."""
+    samples = sorted(expected_scores().items())
+    return {
+        f"s{copy:02d}_{Path(name).stem}": (name, score)
+        for copy in range(copies)
+        for name, score in samples
+        if name not in skip
+    }
+
+
 def build_class_zip(path: Path, copies: int, *, skip: tuple[str, ...] = ()) -> dict[str, float]:
     """A zip of `<student>/layers.py` folders: every sample submission `copies` times; returns student -> score."""
-    expected = {}
-    scores = expected_scores()
+    students = sample_students(copies, skip=skip)
     with zipfile.ZipFile(path, "w") as archive:
-        for copy in range(copies):
-            for name, score in sorted(scores.items()):
-                if name in skip:
-                    continue
-                student = f"s{copy:02d}_{Path(name).stem}"
-                archive.writestr(f"{student}/layers.py", (EXAMPLES / name).read_bytes())
-                expected[student] = score
-    return expected
+        for student, (name, _) in students.items():
+            archive.writestr(f"{student}/layers.py", (EXAMPLES / name).read_bytes())
+    return {student: score for student, (_, score) in students.items()}
 
 
 def grader_env(**values: str) -> dict[str, str]:
@@ -143,22 +163,23 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 20.0) -> Non
         pass
 
 
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):  # type: ignore[no-untyped-def]
+def wait_for(probe: Callable[[], Any], timeout: float, what: str, interval: float = 0.1, *,
+             until: Callable[[Any], object] | None = None) -> Any:
+    """Call `probe` every `interval` s until its value passes `until` (without one: until it is truthy), and
+    return that value; past `timeout` s, fail saying `what` was awaited (with `until`: and the last value)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
+    while True:
+        value = probe()
+        if until(value) if until is not None else value:
             return value
+        if time.monotonic() >= deadline:
+            last = f"; last: {value!r:.2000}" if until is not None else ""
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{last}")
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def redis_server_binary() -> str:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        skip_or_fail("redis-server is not installed (apt-get install redis-server)")
-    assert binary is not None
-    return binary
+    return installed("redis-server", "apt-get install redis-server")
 
 
 class RedisServer:

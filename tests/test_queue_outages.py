@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from grader.engine.grading import Grader
 from grader.queue.broker import QueueConfig, queue_depth
@@ -21,34 +22,31 @@ from grader.service.jobs import GradeWork, GradingJobs
 from grader.settings import Settings
 from grader.store import repository
 from grader.store.database import Database, open_database
+from tests.conftest import EXAMPLES
 from tests.queue_support import (
-    EXAMPLES,
     RedisServer,
     TcpProxy,
-    expected_scores,
     postgres_database,
     redis_namespace,
+    sample_students,
     wait_for,
 )
 
 pytestmark = pytest.mark.timeout(180)
 
-# the quick samples: the slow ones (a hang, a memory blow-up) add nothing to an outage test
-QUICK = [name for name in expected_scores() if name not in ("hang_in_relu_forward.py", "memory_blowup_in_l2.py")]
+# the slow samples (a hang, a memory blow-up) add nothing to an outage test
+SLOW = ("hang_in_relu_forward.py", "memory_blowup_in_l2.py")
 
 
 def _store_batch(database: Database, copies: int) -> tuple[int, list[GradeWork], dict[str, float]]:
-    scores = expected_scores()
-    students, expected = [], {}
-    for copy in range(copies):
-        for name in QUICK:
-            student = f"s{copy:02d}_{Path(name).stem}"
-            students.append(repository.NewSubmission(student=student, source=(EXAMPLES / name).read_bytes()))
-            expected[student] = scores[name]
+    samples = sample_students(copies, skip=SLOW)
+    students = [repository.NewSubmission(student=student, source=(EXAMPLES / name).read_bytes())
+                for student, (name, _) in samples.items()]
     with database.session() as session:
         batch = repository.create_batch(session, filename="class.zip", layout="students", upload_sha256="0" * 64,
                                         upload_path="class.zip", warnings=[], students=students)
-        return batch.id, [GradeWork(s.id, batch.id) for s in batch.submissions], expected
+        return batch.id, [GradeWork(s.id, batch.id) for s in batch.submissions], {
+            student: score for student, (_, score) in samples.items()}
 
 
 def _final_records(database: Database, batch_id: int) -> dict[str, list[float]]:
@@ -104,7 +102,7 @@ def test_redis_killed_and_restarted_empty_mid_batch(tmp_path: Path, grader: Grad
             server.start()  # back, and empty
             records = wait_for(lambda: (r := _final_records(database, batch_id)) and len(r) == len(expected) and r,
                                90, "every submission to be graded after the Redis restart", interval=0.2)
-        assert {student: scores for student, scores in records.items()} == {s: [v] for s, v in expected.items()}
+        assert records == {s: [v] for s, v in expected.items()}
         messages = caplog.text
         assert f"Redis at {server.url} is unavailable" in messages
         assert "came back without its queue" in messages
@@ -119,9 +117,10 @@ def test_postgres_connection_lost_mid_batch(tmp_path: Path, grader: Grader, capl
     caplog.set_level(logging.INFO)
     with redis_namespace() as (redis_url, namespace), postgres_database() as database_url:
         direct = open_database(database_url)
-        proxy = TcpProxy(("127.0.0.1", 5432))
+        target = make_url(database_url)
+        proxy = TcpProxy((target.host or "127.0.0.1", target.port or 5432))
         proxy.start()
-        via_proxy = database_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+        via_proxy = target.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
         config = QueueConfig(url=redis_url, namespace=namespace, heartbeat_timeout=3)
         settings = Settings(database_url=via_proxy, queue_url=redis_url)
         queue = RedisJobQueue(config)

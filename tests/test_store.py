@@ -8,8 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import func, select
 
@@ -17,8 +15,8 @@ from grader.engine.grading import Grader
 from grader.service.jobs import GradeWork, GradingJobs
 from grader.store import repository
 from grader.store.database import Database, alembic_config, migrate, normalize_url, open_database
-from grader.store.models import Base, Blob, Result, Submission
-from tests.conftest import EXAMPLES
+from grader.store.models import Blob, Submission
+from tests.store_support import add_batch, assert_schema_matches_models, result_counts
 
 
 @pytest.fixture
@@ -26,26 +24,6 @@ def database(tmp_path: Path) -> Iterator[Database]:
     db = open_database(f"sqlite:///{tmp_path / 'grader.db'}")
     yield db
     db.dispose()
-
-
-def add_batch(db: Database, names: list[str]) -> list[int]:
-    students = [repository.NewSubmission(student=Path(n).stem, source=(EXAMPLES / n).read_bytes()) for n in names]
-    with db.session() as session:
-        batch = repository.create_batch(session, filename="class.zip", layout="files", upload_sha256="0" * 64,
-                                        upload_path="/nowhere", warnings=[], students=students)
-        return [s.id for s in batch.submissions]
-
-
-def result_counts(db: Database) -> Counter[tuple[int, int]]:
-    with db.session() as session:
-        rows = session.execute(select(Result.submission_id, Result.generation))
-        return Counter((row.submission_id, row.generation) for row in rows)
-
-
-def assert_schema_matches_models(db: Database) -> None:
-    with db.engine.connect() as connection:
-        context = MigrationContext.configure(connection, opts={"compare_type": False})
-        assert compare_metadata(context, Base.metadata) == []
 
 
 def test_migrations_build_exactly_the_models(database: Database) -> None:

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
@@ -18,34 +15,16 @@ from grader.engine.grading import Grader
 from grader.service.jobs import GradeWork, GradingJobs
 from grader.store.database import Database, open_database
 from tests.conftest import EXAMPLES
-from tests.service_helpers import ROOT, service_client, wait_for_batch
-from tests.test_store import add_batch, assert_schema_matches_models, result_counts
-
-SERVER = os.environ.get("GRADER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
-def _admin() -> psycopg.Connection:
-    """An autocommit connection to the server, for CREATE and DROP DATABASE."""
-    try:
-        return psycopg.connect(SERVER, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as error:
-        message = f"PostgreSQL is not reachable at {SERVER} ({error.__class__.__name__}); start it to run this test"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+from tests.queue_support import grader_env, postgres_database
+from tests.service_helpers import service_client, wait_for_batch
+from tests.store_support import add_batch, assert_schema_matches_models, result_counts
 
 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
-    name = f"hwgrader_test_{uuid.uuid4().hex[:12]}"
-    with _admin() as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    base = SERVER.rsplit("/", 1)[0]
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with _admin() as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    """A database of the test's own on the GRADER_TEST_POSTGRES server (default postgres@127.0.0.1:5432)."""
+    with postgres_database() as url:
+        yield url
 
 
 @pytest.fixture
@@ -85,11 +64,10 @@ def test_service_on_postgres(postgres_url: str, grader: Grader, tmp_path: Path) 
         assert stored["result"]["score"] == 10 and stored["source"] == correct.decode()
 
 
-
 def test_concurrent_starts_migrate_once(postgres_url: str) -> None:
     # the API and the workers start together against one database: the advisory lock serializes them
     code = "import sys; from grader.store.database import open_database; open_database(sys.argv[1]).dispose()"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = grader_env()
     starts = [subprocess.Popen([sys.executable, "-c", code, postgres_url], env=env, stderr=subprocess.PIPE)
               for _ in range(4)]
     failures = [p.stderr.read().decode() for p in starts if p.wait(60) != 0 and p.stderr is not None]
