@@ -1,16 +1,14 @@
-"""Helpers shared by the service tests: a TestClient on a fresh data folder, and waiting for batches."""
+"""Helpers shared by the service tests: a TestClient on a fresh data folder, waiting for batches, and a live
+`grader serve` subprocess. Upload zips come from tests/intake_fixtures.py."""
 
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,10 +20,14 @@ from fastapi.testclient import TestClient
 from grader.engine.grading import Grader
 from grader.service import create_app
 from grader.settings import Settings
+from tests.conftest import ROOT
+from tests.queue_support import free_port, grader_env
 
 
 def settings_for(data_dir: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {"data_dir": data_dir, "api_tokens": "", "callback_secret": "", "database_url": None}
+    """Settings for a test service; what the tests do not set is not read from GRADER_* variables either."""
+    values: dict[str, Any] = {"data_dir": data_dir, "api_tokens": "", "callback_secret": "", "database_url": None,
+                              "queue_url": None}
     values.update(overrides)
     return Settings(**values)
 
@@ -40,7 +42,7 @@ def service_client(grader: Grader, data_dir: Path, **overrides: Any) -> Iterator
         yield client
 
 
-def wait_for_batch(client: TestClient, location: str, timeout: float = 60.0, **kwargs: Any) -> dict[str, Any]:
+def wait_for_batch(client: httpx.Client, location: str, timeout: float = 60.0, **kwargs: Any) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         response = client.get(location, **kwargs)
@@ -52,49 +54,17 @@ def wait_for_batch(client: TestClient, location: str, timeout: float = 60.0, **k
         time.sleep(0.05)
 
 
-def zip_bytes(files: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, content in files.items():
-            archive.writestr(name, content)
-    return buffer.getvalue()
-
-
-def blackboard_zip(students: dict[str, tuple[str, bytes | None]], assignment: str = "Homework 5") -> bytes:
-    """A Blackboard "Download Assignment" zip: per attempt, the file and a receipt (also with no file)."""
-    files: dict[str, bytes] = {}
-    for username, (name, source) in students.items():
-        prefix = f"{assignment}_{username}_attempt_2024-10-01-12-00-00"
-        listing = ("Files:\n\tOriginal filename: layers.py\n\tFilename: " + f"{prefix}_layers.py\n"
-                   if source is not None else "Files:\n\tNo files were attached to this submission.\n")
-        files[f"{prefix}.txt"] = (
-            f"Name: {name} ({username})\nAssignment: {assignment}\nDate Submitted: Tuesday, October 1, 2024\n"
-            f"Current Grade: Needs Grading\n\nSubmission Field:\nThere is no student submission text data.\n\n"
-            f"Comments:\nThere are no student comments for this assignment.\n\n{listing}"
-        ).encode()
-        if source is not None:
-            files[f"{prefix}_layers.py"] = source
-    return zip_bytes(files)
-
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 class LiveServer:
-    """`grader serve` in a subprocess on a free loopback port, in its own session so it can be killed whole."""
+    """`grader serve` in a subprocess on a free loopback port, in its own session so it can be killed whole.
+
+    None of the caller's GRADER_* variables reach it: it gets the data folder, no tokens, and `env`."""
 
     def __init__(self, data_dir: Path, log_path: Path, **env: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        self.env = {**os.environ, "PYTHONPATH": str(ROOT), "GRADER_DATA_DIR": str(data_dir), "GRADER_API_TOKENS": "",
-                    "OPENBLAS_NUM_THREADS": "1", **env}
+        self.env = grader_env(**{"GRADER_DATA_DIR": str(data_dir), "GRADER_API_TOKENS": "", "OPENBLAS_NUM_THREADS": "1",
+                                 **env})
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60.0) -> LiveServer:
@@ -114,6 +84,7 @@ class LiveServer:
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
+        self.kill()  # not left running behind a failed start
         raise AssertionError(f"grader serve did not answer /healthz within {timeout} s:\n{self.log()}")
 
     def log(self) -> str:

@@ -16,7 +16,6 @@ from sqlalchemy import create_engine, text
 
 from tests.queue_support import (
     build_class_zip,
-    free_port,
     grader_env,
     postgres_database,
     redis_namespace,
@@ -24,6 +23,7 @@ from tests.queue_support import (
     stop_process,
     wait_for,
 )
+from tests.service_helpers import LiveServer
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -35,39 +35,30 @@ def _worker_broker_id(log: Path) -> str | None:
     return match.group(1) if match else None
 
 
-def _healthy(base: str) -> bool:
-    try:
-        return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def test_batch_survives_a_worker_killed_mid_job(tmp_path: Path) -> None:
     with redis_namespace() as (redis_url, namespace), postgres_database() as database_url:
-        env = grader_env(
-            GRADER_QUEUE_URL=redis_url,
-            GRADER_QUEUE_NAMESPACE=namespace,
-            GRADER_QUEUE_HEARTBEAT_TIMEOUT="3",
-            GRADER_DATABASE_URL=database_url,
-            GRADER_DATA_DIR=str(tmp_path / "data"),
-            GRADER_WORKERS="1",
-        )
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
+        shared = {
+            "GRADER_QUEUE_URL": redis_url,
+            "GRADER_QUEUE_NAMESPACE": namespace,
+            "GRADER_QUEUE_HEARTBEAT_TIMEOUT": "3",
+            "GRADER_DATABASE_URL": database_url,
+            "GRADER_WORKERS": "1",
+        }
+        env = grader_env(GRADER_DATA_DIR=str(tmp_path / "data"), **shared)
         logs = [tmp_path / "worker0.log", tmp_path / "worker1.log"]
-        api = start_grader(["serve", "--port", str(port)], env, tmp_path / "api.log")
+        api = LiveServer(tmp_path / "data", tmp_path / "api.log", **shared)
         workers = [
             start_grader(["worker", "--heartbeat-file", str(tmp_path / f"w{i}.beat")], env, logs[i]) for i in range(2)
         ]
         client = redis.Redis.from_url(redis_url)
         try:
-            wait_for(lambda: _healthy(base), 90, "grader serve to answer /healthz")
+            api.start(timeout=90)  # the workers start meanwhile
             broker_ids = [wait_for(lambda log=log: _worker_broker_id(log), 90, f"{log.name} to start") for log in logs]
 
             # 3 copies of every sample: the hanging ones keep a worker busy for seconds at a time
             archive = tmp_path / "class.zip"
             expected = build_class_zip(archive, copies=3)
-            response = httpx.post(f"{base}/api/v1/batches", files={"file": ("class.zip", archive.read_bytes())},
+            response = httpx.post(f"{api.url}/api/v1/batches", files={"file": ("class.zip", archive.read_bytes())},
                                   timeout=60)
             assert response.status_code == 202, response.text
             batch_id = response.json()["id"]
@@ -108,7 +99,7 @@ def test_batch_survives_a_worker_killed_mid_job(tmp_path: Path) -> None:
             workers[0].wait(10)
 
             def finished() -> dict | None:  # type: ignore[type-arg]
-                detail = httpx.get(f"{base}/api/v1/batches/{batch_id}", timeout=10).json()
+                detail = httpx.get(f"{api.url}/api/v1/batches/{batch_id}", timeout=10).json()
                 return detail if detail["status"] in ("done", "failed") else None
 
             detail = wait_for(finished, 120, "the batch to finish after the kill", interval=0.5)
@@ -135,6 +126,7 @@ def test_batch_survives_a_worker_killed_mid_job(tmp_path: Path) -> None:
             survivor_log = logs[1].read_text(errors="replace")
             assert "Traceback" not in survivor_log
         finally:
-            for process in (*workers, api):
+            for process in workers:
                 stop_process(process)
+            api.stop()
             client.close()

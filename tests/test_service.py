@@ -8,7 +8,6 @@ import hmac
 import io
 import json
 import threading
-import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,9 @@ from fastapi.testclient import TestClient
 
 from grader.engine.grading import Grader
 from tests.conftest import EXAMPLES
-from tests.service_helpers import blackboard_zip, service_client, wait_for_batch, zip_bytes
+from tests.intake_fixtures import blackboard_entries, zip_bytes
+from tests.queue_support import wait_for
+from tests.service_helpers import service_client, wait_for_batch
 
 PROBLEM = "application/problem+json"
 
@@ -274,12 +275,13 @@ def test_batch_is_accepted_then_graded_with_progress_and_csv(client: TestClient)
 
 
 def test_blackboard_class_zip_batch(client: TestClient) -> None:
-    archive = blackboard_zip({
-        "alovelace": ("Ada Lovelace", (EXAMPLES / "correct.py").read_bytes()),
-        "cbabbage": ("Charles Babbage", (EXAMPLES / "hang_in_relu_forward.py").read_bytes()),
-        "ghopper": ("Grace Hopper", (EXAMPLES / "forbidden_torch.py").read_bytes()),
-        "aturing": ("Alan Turing", None),
-    })
+    stamp = "2024-10-01-12-00-00"
+    archive = zip_bytes(blackboard_entries("Homework 5", [
+        ("alovelace", "Ada Lovelace", stamp, {"layers.py": (EXAMPLES / "correct.py").read_bytes()}),
+        ("cbabbage", "Charles Babbage", stamp, {"layers.py": (EXAMPLES / "hang_in_relu_forward.py").read_bytes()}),
+        ("ghopper", "Grace Hopper", stamp, {"layers.py": (EXAMPLES / "forbidden_torch.py").read_bytes()}),
+        ("aturing", "Alan Turing", stamp, {}),  # a receipt with no file attached
+    ]))
     response = client.post("/api/v1/batches", files=upload("gradebook_hw5.zip", archive))
     assert response.status_code == 202, response.text
     assert response.json()["layout"] == "blackboard" and response.json()["progress"]["total"] == 4
@@ -344,10 +346,8 @@ def test_regrade_submission_keeps_history_and_one_final_record(client: TestClien
     graded = client.post("/api/v1/grade", files=upload("grad_b_keepdims.py")).json()
     again = client.post(f"/api/v1/submissions/{graded['id']}/regrade")
     assert again.status_code == 202 and again.headers["location"] == f"/api/v1/submissions/{graded['id']}"
-    deadline = time.monotonic() + 30
-    while (detail := client.get(again.headers["location"]).json())["status"] != "graded":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    detail = wait_for(lambda: client.get(again.headers["location"]).json(), 30, "the regrade to be recorded",
+                      interval=0.05, until=lambda body: body["status"] == "graded")
     assert [h["generation"] for h in detail["history"]] == [1, 2]
     assert detail["result"]["score"] == graded["score"] == 9
 
@@ -392,10 +392,9 @@ def test_callback_is_signed_retried_and_recorded(grader: Grader, tmp_path: Path)
         accepted = response.json()
         assert accepted["status"] == "queued" and response.headers["location"] == accepted["url"]
         assert receiver.arrived.wait(30)
-        deadline = time.monotonic() + 10
-        while (state := test_client.get(accepted["url"]).json()["callback"])["state"] != "delivered":
-            assert time.monotonic() < deadline, state
-            time.sleep(0.05)
+        state = wait_for(lambda: test_client.get(accepted["url"]).json()["callback"], 10,
+                         "the callback to be recorded as delivered", interval=0.05,
+                         until=lambda callback: callback["state"] == "delivered")
     assert state["attempts"] == 2 and state["last_status"] == 204
     final = receiver.requests[-1]
     assert str(final.url) == "https://lms.example/hook?x=1"
@@ -413,10 +412,9 @@ def test_callback_gives_up_after_the_last_attempt(grader: Grader, tmp_path: Path
     with service_client(grader, tmp_path, callback_secret="hush", dispatcher_options=options) as test_client:
         accepted = test_client.post("/api/v1/grade", files=upload("correct.py"),
                                     data={"callback_url": "http://127.0.0.1:9/hook"}).json()
-        deadline = time.monotonic() + 20
-        while (state := test_client.get(accepted["url"]).json()["callback"] or {}).get("state") != "failed":
-            assert time.monotonic() < deadline, state
-            time.sleep(0.05)
+        state = wait_for(lambda: test_client.get(accepted["url"]).json()["callback"] or {}, 20,
+                         "the callback to be given up on", interval=0.05,
+                         until=lambda callback: callback.get("state") == "failed")
     assert state["attempts"] == 3 and len(receiver.requests) == 3 and "503" in state["last_error"]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import select
 import socket
 import subprocess
@@ -14,15 +13,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import EXAMPLES
-from tests.service_helpers import ROOT, LiveServer
+from tests.conftest import EXAMPLES, ROOT
+from tests.queue_support import grader_env
+from tests.service_helpers import LiveServer
 
 TOKEN = "live-test-token-5f1c9e"
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10"])
 def test_serve_refuses_a_public_address_without_tokens(host: str, tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "GRADER_API_TOKENS": "", "GRADER_DATA_DIR": str(tmp_path)}
+    env = grader_env(GRADER_API_TOKENS="", GRADER_DATA_DIR=str(tmp_path))
     result = subprocess.run([sys.executable, "-m", "grader.cli", "serve", "--host", host, "--port", "1"],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
@@ -31,8 +31,7 @@ def test_serve_refuses_a_public_address_without_tokens(host: str, tmp_path: Path
 
 
 def test_serve_explains_an_unreachable_database_in_one_line(tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "GRADER_DATA_DIR": str(tmp_path),
-           "GRADER_DATABASE_URL": "postgresql://grader:s3cret@127.0.0.1:1/grades"}
+    env = grader_env(GRADER_DATA_DIR=str(tmp_path), GRADER_DATABASE_URL="postgresql://grader:s3cret@127.0.0.1:1/grades")
     result = subprocess.run([sys.executable, "-m", "grader.cli", "serve", "--port", "1"],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import sqlite3
-import time
 from pathlib import Path
 
 import httpx
 
 from tests.conftest import EXAMPLES
-from tests.service_helpers import LiveServer, zip_bytes
+from tests.intake_fixtures import zip_bytes
+from tests.queue_support import wait_for
+from tests.service_helpers import LiveServer, wait_for_batch
 
 
-def batch_state(server: LiveServer, location: str) -> dict[str, object]:
+def batch_progress(server: LiveServer, location: str) -> dict[str, int]:
     response = httpx.get(f"{server.url}{location}", timeout=10)
     assert response.status_code == 200, response.text
-    body: dict[str, object] = response.json()
-    return body
+    progress = response.json()["progress"]
+    assert isinstance(progress, dict)
+    return progress
 
 
 def test_killed_mid_batch_resumes_and_grades_each_student_once(tmp_path: Path) -> None:
@@ -31,21 +33,13 @@ def test_killed_mid_batch_resumes_and_grades_each_student_once(tmp_path: Path) -
                               timeout=30)
         assert accepted.status_code == 202, accepted.text
         location = accepted.headers["location"]
-        deadline = time.monotonic() + 60
-        while True:
-            progress = batch_state(server, location)["progress"]
-            assert isinstance(progress, dict)
-            if progress["done"] >= 1:
-                break
-            assert time.monotonic() < deadline, "the batch never started"
-            time.sleep(0.05)
+        progress = wait_for(lambda: batch_progress(server, location), 60, "the batch to start",
+                            interval=0.05, until=lambda progress: progress["done"] >= 1)
         server.kill()  # SIGKILL, mid-batch: no chance to clean up
         assert progress["done"] < progress["total"] == 12, "the batch finished before the kill; make it slower"
         server.start()
-        deadline = time.monotonic() + 120
-        while (state := batch_state(server, location))["status"] not in ("done", "failed"):
-            assert time.monotonic() < deadline, state["progress"]
-            time.sleep(0.2)
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            state = wait_for_batch(client, location, timeout=120)
     finally:
         server.stop()
     assert state["status"] == "done" and state["progress"] == {"done": 12, "total": 12}

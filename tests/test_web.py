@@ -9,18 +9,14 @@ from __future__ import annotations
 import csv
 import io
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import EXAMPLES, ROOT
+from tests.intake_fixtures import blackboard_entries, write_zip
+from tests.service_helpers import LiveServer
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"
@@ -32,42 +28,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class LiveServer:
-    def __init__(self, data_dir: Path, tokens: str = "") -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "GRADER_DATA_DIR": str(data_dir), "GRADER_API_TOKENS": tokens}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "grader.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(self.url + "/healthz", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.2)
-            if self.process.poll() is not None:
-                raise RuntimeError(f"grader serve exited: {self.process.stderr.read().decode()[-2000:]}")
-        raise RuntimeError("grader serve did not become healthy in 60 s")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
 def blackboard_zip(path: Path) -> dict[str, float]:
     """A Blackboard "Download Assignment" zip of five students; returns each username's expected total."""
     students = {
@@ -77,19 +37,11 @@ def blackboard_zip(path: Path) -> dict[str, float]:
         "dave": ("starter.py", 0.0),
         "erin": ("memory_blowup_in_l2.py", 8.0),
     }
-    with zipfile.ZipFile(path, "w") as archive:
-        for username, (example, _) in students.items():
-            stamp = "2026-11-20-23-59-01"
-            prefix = f"{ASSIGNMENT}_{username}_attempt_{stamp}"
-            archive.writestr(f"{prefix}_layers.py", (EXAMPLES / example).read_bytes())
-            archive.writestr(
-                f"{prefix}.txt",
-                f"Name: {username.title()} Student ({username})\nAssignment: {ASSIGNMENT}\n"
-                f"Date Submitted: Friday, November 20, 2026 11:59:01 PM CST\nCurrent Grade: Needs Grading\n\n"
-                f"Submission Field:\nThere is no student submission text data for this assignment.\n\n"
-                f"Comments:\nThere are no student comments for this assignment.\n\n"
-                f"Files:\n\tOriginal filename: layers.py\n\tFilename: {prefix}_layers.py\n",
-            )
+    stamp = "2026-11-20-23-59-01"
+    write_zip(path, blackboard_entries(ASSIGNMENT, [
+        (username, f"{username.title()} Student", stamp, {"layers.py": (EXAMPLES / sample).read_bytes()})
+        for username, (sample, _) in students.items()
+    ]))
     return {username: total for username, (_, total) in students.items()}
 
 
@@ -118,9 +70,11 @@ def page(browser, request: pytest.FixtureRequest) -> Iterator[object]:
     context.close()
 
 
-@pytest.fixture()
-def server(tmp_path: Path) -> Iterator[LiveServer]:
-    live = LiveServer(tmp_path / "data")
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """One server for the module: no test here needs it empty (each looks only at its own batch)."""
+    folder = tmp_path_factory.mktemp("web")
+    live = LiveServer(folder / "data", folder / "server.log").start()
     yield live
     live.stop()
 
@@ -169,8 +123,9 @@ def test_upload_a_blackboard_class_and_review_it(page, server: LiveServer, tmp_p
 
 
 def test_with_a_token_the_page_asks_for_it_first(page, tmp_path: Path) -> None:
-    live = LiveServer(tmp_path / "data", tokens="s3cret-token")
+    live = LiveServer(tmp_path / "data", tmp_path / "server.log", GRADER_API_TOKENS="s3cret-token")
     try:
+        live.start()
         page.goto(live.url + "/")
         assert page.get_by_role("heading", name="Sign in").is_visible()
         assert "Past batches" not in page.inner_text("body")

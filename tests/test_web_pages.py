@@ -5,11 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 
 from grader.engine.grading import Grader
-from grader.service.app import create_app
-from grader.settings import Settings
+from tests.service_helpers import service_client
 
 
 @pytest.mark.parametrize(
@@ -19,7 +17,7 @@ from grader.settings import Settings
 )
 def test_a_missing_page_is_a_404_that_says_what_is_missing(tmp_path: Path, grader: Grader, path: str,
                                                            what: str) -> None:
-    with TestClient(create_app(Settings(data_dir=tmp_path), grader_instance=grader)) as client:
+    with service_client(grader, tmp_path) as client:
         response = client.get(path)
     assert response.status_code == 404
     assert f"There is no {what} here." in response.text
