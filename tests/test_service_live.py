@@ -133,8 +133,9 @@ def _leaked():
     for path in glob.glob("/proc/*/environ") + glob.glob("/proc/*/cmdline"):
         try:
             with open(path, "rb") as handle:
-                if b"GRADER_API_TOKENS" in handle.read() or b"''' + TOKEN.encode() + b'''" in handle.read():
-                    return True
+                data = handle.read()
+            if b"GRADER_API_TOKENS" in data or b"''' + TOKEN.encode() + b'''" in data:
+                return True
         except OSError:
             pass
     return False
