@@ -17,6 +17,7 @@ from grader.sandbox.protocol import (
     MAX_ARRAYS,
     MAX_DIMS,
     MAX_HEADER_BYTES,
+    MAX_UNTRUSTED_OPENERS,
     MessageReader,
     ProtocolError,
     arena,
@@ -162,6 +163,31 @@ def test_a_sandboxed_peers_deeply_nested_header_is_refused_as_not_json(pipe: tup
     raw = b'{"arrays":[],"op":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     os.write(write_fd, struct.pack(">I", len(raw)) + raw)
     os.close(write_fd)
+    with pytest.raises(ProtocolError, match="not JSON"):
+        MessageReader(read_fd, 1 << 20, untrusted=True).read(time.monotonic() + 5)
+
+
+@pytest.mark.parametrize("depth", [MAX_UNTRUSTED_OPENERS - 1, MAX_UNTRUSTED_OPENERS + 1])
+def test_a_sandboxed_peers_header_reads_the_same_on_either_side_of_the_fast_parsers_bound(
+    pipe: tuple[int, int], depth: int
+) -> None:
+    """Below the bracket count, orjson reads a sandboxed peer's header; above it, the standard
+    parser does: what either returns is what the standard parser alone would."""
+    read_fd, write_fd = pipe
+    nested: object = "leaf \u00e9 [{"
+    for _ in range(depth):
+        nested = [nested]
+    raw = json.dumps({"op": "results", "arrays": [], "nested": nested, "n": 2**40, "x": -0.5}).encode()
+    assert raw.count(b"[") + raw.count(b"{") > depth  # the array list, the object and the leaf count too
+    os.write(write_fd, struct.pack(">I", len(raw)) + raw)
+    message = MessageReader(read_fd, 1 << 20, untrusted=True).read(time.monotonic() + 5)
+    assert message is not None and message.header == json.loads(raw)
+
+
+def test_a_sandboxed_peers_header_with_non_json_numbers_is_refused(pipe: tuple[int, int]) -> None:
+    read_fd, write_fd = pipe
+    raw = b'{"op": "results", "arrays": [], "x": NaN}'
+    os.write(write_fd, struct.pack(">I", len(raw)) + raw)
     with pytest.raises(ProtocolError, match="not JSON"):
         MessageReader(read_fd, 1 << 20, untrusted=True).read(time.monotonic() + 5)
 

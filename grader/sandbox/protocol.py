@@ -25,6 +25,9 @@ MAX_HEADER_BYTES = 256 * 1024
 MAX_DIMS = 8
 MAX_ARRAYS = 4096
 IOV_BATCH = 512  # buffers per writev call (the kernel takes at most IOV_MAX = 1024)
+# A sandboxed peer's header with at most this many "[" and "{" bytes is nested at most this deep,
+# within what the standard library's parser accepts (the recursion limit): orjson may read it.
+MAX_UNTRUSTED_OPENERS = 900
 # dtype codes allowed on the wire, and what they decode to
 DTYPES: dict[str, np.dtype[Any]] = {
     "f8": np.dtype("<f8"),
@@ -114,9 +117,10 @@ class MessageReader:
     With an `arena` (a writable mmap), array bytes land there and the arrays returned are views
     of it, valid until the next message; the owner wipes it when it no longer needs them. A reader
     that only forwards what it reads (`split=False`) gets the validated specs and the raw body, and
-    no array objects. Headers are parsed with orjson, except from a sandboxed peer (`untrusted`):
-    the standard library's parser refuses nesting deeper than the recursion limit, where orjson
-    would build it for later code to trip over.
+    no array objects. Headers are parsed with orjson; from a sandboxed peer (`untrusted`), only
+    when they cannot be nested deeper than the standard library's parser allows, which parses the
+    rest and refuses nesting deeper than the recursion limit (orjson would build it for later code
+    to trip over).
     """
 
     def __init__(
@@ -127,7 +131,7 @@ class MessageReader:
         self.max_array_bytes = max_array_bytes
         self.arena = arena
         self.split = split
-        self.loads = json.loads if untrusted else orjson.loads
+        self.loads = _untrusted_loads if untrusted else orjson.loads
         self.arena_used = 0  # high-water mark, for wiping
         self._head = bytearray()
         self._length: int | None = None
@@ -243,6 +247,15 @@ class MessageReader:
             arrays.append(array)
             offset += count * dtype.itemsize
         return arrays
+
+
+def _untrusted_loads(raw: bytes) -> Any:
+    """orjson where the text cannot be nested deeper than the standard parser allows (counting the
+    brackets, inside strings too, bounds the depth); the standard parser, which refuses deep
+    nesting, otherwise. orjson is the stricter of the two in every other respect."""
+    if raw.count(b"[") + raw.count(b"{") <= MAX_UNTRUSTED_OPENERS:
+        return orjson.loads(raw)
+    return json.loads(raw)
 
 
 def expected_values(call: dict[str, Any]) -> int:
