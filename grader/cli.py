@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -109,8 +110,15 @@ def grade(paths: tuple[Path, ...], output_format: str, assignment_dir: Path | No
         click.echo(f"layout: {intake.layout} ({len(intake.submissions)} students)", err=True)
     for warning in intake.warnings:
         click.echo(f"warning: {warning}", err=True)
+    started = time.monotonic()
     with _make_grader(assignment, workers, insecure) as grader:
+        ready = time.monotonic()
         results = _grade_with_progress(grader, intake)
+        graded = time.monotonic() - ready
+        processes = grader.pool.size
+    if not single_file:
+        click.echo(f"graded in {graded:.2f} s by {processes} sandbox processes "
+                   f"(starting them took {ready - started:.2f} s)", err=True)
     problems = [(p.number, p.title, p.max_score) for p in rubric.problems]
     one = results[0] if len(results) == 1 else None
     if output_format == "json":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import zipfile
 from pathlib import Path
 
@@ -37,6 +38,7 @@ def test_a_class_gets_a_table_and_a_summary(bb_zip: Path) -> None:
     code, out, err = run("grade", str(bb_zip))
     assert code == 0, err
     assert "layout: blackboard (3 students)" in err
+    assert re.search(r"^graded in \d+\.\d\d s by \d+ sandbox processes \(starting them took \d+\.\d\d s\)$", err, re.M)
     table = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith(("jdoe", "asmith", "bnone"))}
     assert table["jdoe"][1:6] == ["10", "3", "2", "3", "2"]
     assert table["asmith"][1:6] == ["8.5", "3", "2", "3", "0.5"]
@@ -65,7 +67,7 @@ def test_json_for_one_file_is_still_the_report(tmp_path: Path) -> None:
     assert code == 0
     payload = json.loads(out)
     assert payload["score"] == 10 and "layout" not in payload
-    assert "layout:" not in err
+    assert "layout:" not in err and "graded in" not in err
 
 
 def test_exports_parse_back(bb_zip: Path, tmp_path: Path) -> None:
