@@ -95,6 +95,14 @@ def test_a_tuple_of_the_wrong_length_is_explained(grader: Grader):
     assert "length 2" in message
 
 
+def test_an_exception_text_utf8_cannot_carry_costs_only_its_own_checks(grader: Grader):
+    """A lone surrogate (from a surrogateescape decode) in a message once lost the whole run's results."""
+    raising = "def relu_forward(x):\n    raise ValueError('bad \\udcff value')\n"
+    report = grader.grade(variant("def relu_forward(x):", raising))
+    assert "relu_forward raised ValueError: bad \\udcff value" in check(report, 2, "forward").message
+    assert [p.score for p in report.problems] == [3, 0.5, 3, 2]
+
+
 def test_a_missing_function_costs_only_its_checks(grader: Grader):
     source = CORRECT.split("def l2_regularization")[0].encode()
     report = grader.grade(source)

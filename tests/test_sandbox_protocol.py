@@ -194,6 +194,7 @@ def test_a_sandboxed_peers_header_with_non_json_numbers_is_refused(pipe: tuple[i
 
 def test_only_strings_and_numbers_become_feedback_text() -> None:
     assert clean_text("a\x1b[31mb", 10) == "a [31mb"
+    assert clean_text("a\ud800b\udfffc", 10) == "a b c"  # lone surrogates: UTF-8 cannot carry them onwards
     assert clean_text(3, 10) == "3"
     deep: list[object] = []
     for _ in range(100_000):

@@ -88,7 +88,10 @@ class Harness:
         self.produced: dict[int, tuple[Any, bool]] = {}
 
     def send(self, header: dict[str, Any], arrays: list[np.ndarray] | None = None) -> None:
-        write_message(self.result_fd, header, arrays or [])
+        try:
+            write_message(self.result_fd, header, arrays or [])
+        except TypeError:  # nothing is written before the header encodes: retried with text UTF-8 can carry
+            write_message(self.result_fd, encodable(header), arrays or [])
 
     def begin(self, index: int) -> None:
         self.sequence += 1
@@ -358,6 +361,19 @@ def warm_up(calls: list[dict[str, Any]], arrays: list[np.ndarray]) -> None:
         os.close(null)
         sys.meta_path[:] = blockers
         sys.modules.pop("_sandbox_warm_up", None)
+
+
+def encodable(value: Any) -> Any:
+    """A header with every string made valid UTF-8: a student's exception text may hold lone
+    surrogates (from a surrogateescape decode, or written as escapes), which the wire cannot carry
+    and which would otherwise cost the whole run's results. They become visible escapes."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {encodable(k): encodable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [encodable(v) for v in value]
+    return value
 
 
 def changed(original: np.ndarray, now: np.ndarray) -> bool:

@@ -331,14 +331,15 @@ def _memory_breach(limits: Limits) -> dict[str, Any]:
 
 
 def clean_text(value: Any, limit: int) -> str:
-    """A submission's words as plain text: no terminal escapes, no direction overrides, capped.
-    Anything but a string (or a number) is dropped: its str() could be arbitrarily costly."""
+    """A submission's words as plain text: no terminal escapes, no direction overrides, no lone
+    surrogates (UTF-8 cannot carry them onwards), capped. Anything but a string (or a number) is
+    dropped: its str() could be arbitrarily costly."""
     if type(value) in (int, float):
         value = str(value)
     return _CONTROL.sub(" ", value[:limit]) if type(value) is str else ""
 
 
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ud800-\udfff]")
 
 
 def _clean_error(error: Any) -> dict[str, Any]:
