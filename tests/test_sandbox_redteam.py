@@ -481,3 +481,100 @@ def test_sharing_the_graders_uid_gives_no_reach_over_it() -> None:
     report = reports_by_file(result.stdout)["reach.py"]
     text = " | ".join(c["message"] for p in report["problems"] for c in p["checks"])  # type: ignore[attr-defined]
     assert outcome(text) == {"reached": []}
+
+
+# Attacks from the third red-team pass. Each is a correct layers.py with one function changed; the
+# functions left alone must keep their points.
+FIND_HARNESS = """
+import json as _json, os as _os, struct as _struct, sys as _sys
+
+
+def _harness():
+    frame, index, harness = _sys._getframe(1), None, None
+    while frame is not None:
+        if frame.f_code.co_name == "run_one" and index is None:
+            index = frame.f_locals.get("index")
+        if harness is None and type(frame.f_locals.get("self")).__name__ == "Harness":
+            harness = frame.f_locals["self"]
+        frame = frame.f_back
+    return harness, index
+
+
+def _raw(fd, header):
+    body = _json.dumps(header).encode()
+    _os.write(fd, _struct.pack(">I", len(body)) + body)
+"""
+
+
+def changed(old: str, new: str, prelude: str = "") -> bytes:
+    assert old in CORRECT
+    return (prelude + CORRECT.replace(old, new, 1)).encode()
+
+
+def test_integers_too_large_to_forward_are_the_runs_own_failure(one_zygote: Grader) -> None:
+    """A forged error result with a 2**64 line number, and brackets enough that the standard parser
+    reads it (it takes integers of any size, which orjson then cannot forward): once, that killed
+    the zygote twice and scored the submission 0."""
+    attack = """    harness, index = _harness()
+    harness.flush()
+    _raw(harness.result_fd, {"op": "results", "arrays": [], "results": [{"call": index, "status": "error",
+         "error": {"type": "ValueError", "message": "[" * 950, "line": 2 ** 64}}]})
+"""
+    report = one_zygote.grade(changed("def l2_regularization(w, reg):\n", "def l2_regularization(w, reg):\n" + attack,
+                                      FIND_HARNESS))
+    assert [p.score for p in report.problems] == [3, 2, 3, 0]
+    assert report.errors == []
+    assert one_zygote.grade(CORRECT.encode()).score == 10
+
+
+def test_a_result_the_wire_cannot_carry_costs_only_its_own_call(one_zygote: Grader) -> None:
+    """Nine axes, or an exception class with a 300,000-character name, once made the whole batch
+    malformed, and each retry blamed another correct function (3 of 10 points left)."""
+    nine = "    grad_x = (grad_out * (x > 0)).reshape((1,) * 9 + grad_out.shape)\n"
+    axes = changed("    grad_x = grad_out * (x > 0)\n", nine)
+    report = one_zygote.grade(axes)
+    assert [p.score for p in report.problems] == [3, 1, 3, 2]
+    assert "grad_x has 11 axes, far too many" in messages(report)
+    named = changed("    grad_x = grad_out * (x > 0)\n", "    raise type('E' * 300000, (Exception,), {})('boom')\n")
+    report = one_zygote.grade(named)
+    assert [p.score for p in report.problems] == [3, 1, 3, 2]
+    assert f"relu_backward raised {'E' * 80}: boom" in messages(report)
+
+
+def test_an_exception_whose_text_cannot_be_read_is_described_as_raised(one_zygote: Grader) -> None:
+    weird = "class Weird(RuntimeError):\n    def __str__(self):\n        raise ValueError('no')\n\n\n"
+    report = one_zygote.grade(changed("    grad_x = grad_out * (x > 0)\n", "    raise Weird()\n", weird))
+    assert [p.score for p in report.problems] == [3, 1, 3, 2]
+    assert "relu_backward raised Weird" in messages(report)
+
+
+def test_a_flood_of_output_is_charged_to_the_function_that_sent_it(one_zygote: Grader) -> None:
+    """softmax_loss's results use up the output budget, but the batch that crosses it goes out while
+    a correct l2_regularization runs: the breach is softmax_loss's, and l2 keeps its points."""
+    flood = """_calls = [0]
+
+
+"""
+    source = changed(
+        "    return loss, grad_x\n\n\ndef l2_regularization",
+        "    _calls[0] += 1\n"
+        "    if _calls[0] <= 2:\n        return np.zeros(993_750), grad_x\n"
+        "    if _calls[0] == 11:\n        return np.zeros(128_000), grad_x\n"
+        "    return loss, grad_x\n\n\ndef l2_regularization",
+        flood,
+    )
+    report = one_zygote.grade(source)
+    assert [p.score for p in report.problems] == [3, 2, 0, 2]
+    assert "output limit of 16 MB exceeded in softmax_loss" in messages(report)
+    assert report.limits_hit == ["output"]
+
+
+def test_the_shared_progress_page_carries_nothing_to_the_next_run(one_zygote: Grader) -> None:
+    """A run can write the whole page it shares with its zygote; the next submission's run once read it."""
+    write = changed("def fc_forward(x, w, b):\n", "def fc_forward(x, w, b):\n"
+                    "    _harness()[0].progress[64:104] = b'SECRET-FROM-SUBMISSION-A'.ljust(40, b'.')\n", FIND_HARNESS)
+    assert one_zygote.grade(write).score == 10
+    read = changed("def fc_forward(x, w, b):\n", "def fc_forward(x, w, b):\n"
+                   "    raise ValueError(repr(bytes(_harness()[0].progress[16:]).strip(bytes(1))))\n", FIND_HARNESS)
+    text = messages(one_zygote.grade(read))
+    assert "fc_forward raised ValueError: b''" in text and "SECRET" not in text

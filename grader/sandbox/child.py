@@ -21,9 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from grader.sandbox.protocol import write_message
+from grader.sandbox.protocol import MAX_DIMS, write_message
 
 MAX_MESSAGE_CHARS = 400
+MAX_NAME_CHARS = 80  # an exception's or a value's type name, as feedback shows it
 MAX_RESULT_ELEMENTS = 1_000_000  # 8 MB: far beyond any homework answer, within the output limit
 FLUSH_BYTES = 1 << 20
 # Shared with the zygote: (progress counter, index of the call running now; -1 while importing).
@@ -252,7 +253,7 @@ class Harness:
         arity = call["arity"]
         name = call["fn"]
         if not isinstance(value, (tuple, list)) or len(value) != arity:
-            described = "None" if value is None else f"a {type(value).__name__}"
+            described = "None" if value is None else f"a {type_name(value)}"
             if isinstance(value, (tuple, list)):
                 described += f" of length {len(value)}"
             expected = ", ".join(call["returns"])
@@ -283,7 +284,8 @@ class Harness:
     def as_float_array(self, value: Any, name: str) -> np.ndarray:
         if value is None:
             raise CallFailed({"type": "none", "message": f"{name} is None"})
-        if type(value) is np.ndarray and value.dtype == np.float64 and value.size <= MAX_RESULT_ELEMENTS:
+        if (type(value) is np.ndarray and value.dtype == np.float64 and value.size <= MAX_RESULT_ELEMENTS
+                and value.ndim < MAX_DIMS):
             return value
         try:
             array = np.asarray(value)
@@ -292,25 +294,27 @@ class Harness:
             array = array.astype(np.float64)
         except Exception as error:  # noqa: BLE001
             raise CallFailed(
-                {"type": "invalid", "message": f"{name} is a {type(value).__name__}, not numbers ({error})"[:300]}
+                {"type": "invalid", "message": f"{name} is a {type_name(value)}, not numbers ({error})"[:300]}
             ) from None
         if array.size > MAX_RESULT_ELEMENTS:
             raise CallFailed({"type": "invalid", "message": f"{name} has {array.size} elements, far too many"})
+        # one axis short of the wire's cap: a gradient check stacks its outputs along a new one
+        if array.ndim >= MAX_DIMS:
+            raise CallFailed({"type": "invalid", "message": f"{name} has {array.ndim} axes, far too many"})
         return array
 
     def describe(self, error: BaseException) -> dict[str, Any]:
         """The exception type, message and the student's line, short enough for feedback."""
-        kind = type(error).__name__
+        kind = type_name(error)
         line = None
         for frame, lineno in traceback.walk_tb(error.__traceback__):
             if frame.f_code.co_filename == self.filename:
                 line = lineno
         if isinstance(error, SyntaxError) and error.filename == self.filename:
-            line = error.lineno
-        try:
-            text = str(error)
-        except Exception:  # noqa: BLE001 - a hostile __str__
-            text = ""
+            line = error.lineno  # a student can raise one with any value here
+        if type(line) is not int or not 0 < line < 2**31:
+            line = None
+        text = _text(error)
         described: dict[str, Any] = {"type": kind, "message": text[:MAX_MESSAGE_CHARS], "line": line}
         limit = limit_kind(error)
         if limit:
@@ -393,13 +397,25 @@ def nudged_copies(base: np.ndarray, offsets: list[float]) -> np.ndarray:
     return rows.reshape(base.size * steps, *base.shape)
 
 
+def _text(error: BaseException) -> str:
+    try:
+        return str(error)
+    except Exception:  # noqa: BLE001 - a hostile __str__
+        return ""
+
+
+def type_name(value: Any) -> str:
+    """The name of a value's type, capped: a class can be given a name of any length."""
+    return str(type(value).__name__)[:MAX_NAME_CHARS]
+
+
 def limit_kind(error: BaseException) -> str | None:
     """Which limit an exception is the symptom of, if any (the kinds the scorer words as limits)."""
     if isinstance(error, MemoryError):
         return "memory"
-    if isinstance(error, RuntimeError) and "can't start new thread" in str(error):
+    if isinstance(error, RuntimeError) and "can't start new thread" in _text(error):
         return "processes"
-    if isinstance(error, OSError) and error.errno in LIMIT_ERRNOS:
+    if isinstance(error, OSError) and type(error.errno) is int and error.errno in LIMIT_ERRNOS:
         if error.errno == errno.EAGAIN and not isinstance(error, BlockingIOError):
             return None
         return LIMIT_ERRNOS[error.errno]

@@ -41,7 +41,12 @@ class ProtocolError(Exception):
 
 
 class ArraysTooLarge(ProtocolError):
-    """A message's arrays are larger than the reader allows (for a run's results: its output budget)."""
+    """A message's arrays are larger than the reader allows (for a run's results: its output budget).
+    `header` is the message's parsed header, so the sender's share of the excess can be told."""
+
+    def __init__(self, message: str, header: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.header = header
 
 
 @dataclass
@@ -156,7 +161,7 @@ class MessageReader:
             total = self._total
             if self.arena is not None:
                 if total > len(self.arena):
-                    raise ArraysTooLarge(f"arrays larger than {len(self.arena)} bytes")
+                    raise ArraysTooLarge(f"arrays larger than {len(self.arena)} bytes", header)
                 self._body = memoryview(self.arena)[:total]
                 self.arena_used = max(self.arena_used, total)
             else:
@@ -229,7 +234,7 @@ class MessageReader:
                 count *= n
             total += count * dtype.itemsize
             if total > self.max_array_bytes:
-                raise ArraysTooLarge(f"arrays larger than {self.max_array_bytes} bytes")
+                raise ArraysTooLarge(f"arrays larger than {self.max_array_bytes} bytes", header)
             sizes.append((dtype, count, shape))
         self._sizes = sizes
         self._total = total

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import importlib
+import math
 import mmap
 import os
 import re
@@ -20,7 +21,7 @@ import select
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -136,7 +137,7 @@ class Zygote:
         # also the hard ceiling of every child, so that a child faking progress forever still ends.
         self.job_time_budget = submission_time_budget(limits, calls)
         self.job_deadline = time.monotonic() + self.job_time_budget
-        budget = [limits.max_output_bytes]  # result bytes this submission may still send
+        budget = OutputBudget(limits.max_output_bytes, len({c["fn"] for c in calls}))
         attempts = 0
         while pending:
             for index in sorted(pending):
@@ -171,7 +172,7 @@ class Zygote:
         limits: Limits,
         pending: set[int],
         broken: dict[str, dict[str, Any]],
-        budget: list[int],
+        budget: OutputBudget,
     ) -> ChildOutcome:
         read_fd, write_fd = os.pipe()
         start = min(pending)
@@ -181,6 +182,8 @@ class Zygote:
             "skip": [i for i in range(start, len(job["calls"])) if i not in pending],
             "broken": sorted(broken),
         }
+        # the whole page, not just the counters: a run can write all of it, and the next run reads it
+        self.progress[:] = bytes(len(self.progress))
         mark_progress(self.progress, 0, -1)
         self.isolation.before_run(limits)
         oom_before = self.isolation.oom_kills()
@@ -212,7 +215,7 @@ class Zygote:
         return outcome
 
     def relay(
-        self, read_fd: int, pid: int, job: dict[str, Any], limits: Limits, pending: set[int], budget: list[int],
+        self, read_fd: int, pid: int, job: dict[str, Any], limits: Limits, pending: set[int], budget: OutputBudget,
         oom_before: int,
     ) -> tuple[ChildOutcome, Any]:
         """Forward the child's results until it ends; a call running past its time limit is killed.
@@ -221,7 +224,8 @@ class Zygote:
         """
         calls = job["calls"]
         # results are validated from their header and forwarded as bytes: no array objects needed here
-        reader = MessageReader(read_fd, max_array_bytes=budget[0], arena=self.relay_arena, split=False, untrusted=True)
+        reader = MessageReader(read_fd, max_array_bytes=budget.left, arena=self.relay_arena, split=False,
+                               untrusted=True)
         started = time.monotonic()
         poll = min(0.05, limits.time_limit / 10)
         seen_sequence = -1
@@ -250,9 +254,12 @@ class Zygote:
                 message = reader.read(min(now + poll, call_deadline, self.job_deadline))
             except TimeoutError:
                 continue
-            except ArraysTooLarge:
-                failure = {"type": "output", "message": f"sent more than {limits.max_output_bytes} bytes of results"}
-                return ChildOutcome(failure, self.current_function(calls)), None
+            except ArraysTooLarge as error:
+                # charged to the function whose results take it furthest past its share: with results
+                # sent in batches, the function running when the batch went out may be another one
+                clean = _clean_results(error.header.get("results"), error.header["arrays"], calls, pending)
+                over = budget.over(_bytes_by_function(clean, error.header["arrays"], calls)) if clean else None
+                return ChildOutcome(_output_breach(limits), over or self.current_function(calls)), None
             except ProtocolError as error:
                 failure = {"type": "protocol", "message": f"sent a malformed result ({error})"}
                 return ChildOutcome(failure, self.current_function(calls)), None
@@ -286,13 +293,21 @@ class Zygote:
                 if clean is None:
                     failure = {"type": "protocol", "message": "sent a malformed result"}
                     return ChildOutcome(failure, self.current_function(calls)), None
+                sizes = _bytes_by_function(clean, message.header["arrays"], calls)
+                over = budget.over(sizes)
+                if over is not None:  # nothing of this batch goes on; its other calls run again
+                    return ChildOutcome(_output_breach(limits), over), None
+                assert message.body is not None
+                try:
+                    forward_message(self.control_out, {"op": "results", "results": clean},
+                                    message.header["arrays"], message.body)
+                except (TypeError, ProtocolError):  # what cannot be encoded is refused before a byte is written
+                    failure = {"type": "protocol", "message": "sent a malformed result"}
+                    return ChildOutcome(failure, self.current_function(calls)), None
+                budget.charge(sizes)
+                reader.max_array_bytes = budget.left
                 for result in clean:
                     pending.discard(result["call"])
-                assert message.body is not None
-                budget[0] -= len(message.body)
-                reader.max_array_bytes = budget[0]
-                forward_message(self.control_out, {"op": "results", "results": clean},
-                                message.header["arrays"], message.body)
             else:
                 failure = {"type": "protocol", "message": "sent an unexpected message"}
                 return ChildOutcome(failure, self.current_function(calls)), None
@@ -308,6 +323,53 @@ class Zygote:
             self.send_error(index, {**failure, "import": True})
         pending.clear()
         return ChildOutcome(failure, None, import_failed=True)
+
+
+@dataclass
+class OutputBudget:
+    """The result bytes a submission may send: `total` in all, and an equal share of it per function,
+    so that a function that floods is charged for it, never a function that ran after it."""
+
+    total: int
+    functions: int
+    sent: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def share(self) -> int:
+        return self.total // max(1, self.functions)
+
+    @property
+    def left(self) -> int:
+        return self.total - sum(self.sent.values())
+
+    def over(self, sizes: dict[str, int]) -> str | None:
+        """The function these result bytes would take furthest past its share, if any."""
+        excess = {name: self.sent.get(name, 0) + size - self.share for name, size in sizes.items()}
+        worst = max(excess, key=excess.__getitem__, default=None)
+        return worst if worst is not None and excess[worst] > 0 else None
+
+    def charge(self, sizes: dict[str, int]) -> None:
+        for name, size in sizes.items():
+            self.sent[name] = self.sent.get(name, 0) + size
+
+
+def _bytes_by_function(
+    clean: list[dict[str, Any]], specs: list[dict[str, Any]], calls: list[dict[str, Any]]
+) -> dict[str, int]:
+    """Result bytes per function in a batch `_clean_results` accepted (its arrays are float64, one
+    spec per array value, in order)."""
+    sizes = iter(math.prod(spec["shape"]) * 8 for spec in specs)
+    by_function: dict[str, int] = {}
+    for result in clean:
+        name = calls[result["call"]]["fn"]
+        for value in result.get("values", []):
+            if value["kind"] == "array":
+                by_function[name] = by_function.get(name, 0) + next(sizes)
+    return by_function
+
+
+def _output_breach(limits: Limits) -> dict[str, Any]:
+    return {"type": "output", "message": f"sent more than its share of the {limits.max_output_bytes} bytes of results"}
 
 
 def relay_arena(size: int) -> mmap.mmap:
@@ -332,11 +394,17 @@ def _memory_breach(limits: Limits) -> dict[str, Any]:
 
 def clean_text(value: Any, limit: int) -> str:
     """A submission's words as plain text: no terminal escapes, no direction overrides, no lone
-    surrogates (UTF-8 cannot carry them onwards), capped. Anything but a string (or a number) is
-    dropped: its str() could be arbitrarily costly."""
-    if type(value) in (int, float):
+    surrogates (UTF-8 cannot carry them onwards), capped. Anything but a string (or a float or a
+    small integer) is dropped: its str() could be arbitrarily costly, or refused."""
+    if type(value) is float or small_int(value):
         value = str(value)
     return _CONTROL.sub(" ", value[:limit]) if type(value) is str else ""
+
+
+def small_int(value: Any, low: int = -(2**31), high: int = 2**31) -> bool:
+    """An exact int in [low, high): the standard parser reads integers of any size, which neither
+    orjson (forwarding them) nor str() (past 4,300 digits) would take."""
+    return type(value) is int and low <= value < high
 
 
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ud800-\udfff]")
@@ -349,7 +417,7 @@ def _clean_error(error: Any) -> dict[str, Any]:
     return {
         "type": clean_text(error.get("type", "error"), 80),
         "message": clean_text(error.get("message", ""), 400),
-        "line": line if isinstance(line, int) and not isinstance(line, bool) else None,
+        "line": line if small_int(line) else None,
     }
 
 
@@ -392,7 +460,7 @@ def _clean_result(header: dict[str, Any], calls: list[dict[str, Any]], pending: 
             return None
         clean_values.append({"kind": value["kind"], "message": clean_text(value.get("message", ""), 300)})
     mutated = header.get("mutated", [])
-    if not isinstance(mutated, list) or not all(isinstance(m, int) and not isinstance(m, bool) for m in mutated):
+    if not isinstance(mutated, list) or not all(small_int(m, 0, MAX_VALUES_PER_CALL) for m in mutated):
         mutated = []
     return {
         "call": index,
