@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from grader.engine.assignment import Assignment, AssignmentError, load_assignment
 from grader.engine.grading import Grader
 from grader.engine.report import SubmissionReport
+from grader.sandbox.isolation import Limits
 from tests.conftest import EXAMPLES
 
 CORRECT = (EXAMPLES / "correct.py").read_text()
@@ -233,3 +235,47 @@ def test_a_slow_import_within_the_import_limit_still_scores(grader: Grader):
     source = "import time\n_start = time.monotonic()\nwhile time.monotonic() - _start < 4:\n    pass\n" + CORRECT
     report = grader.grade(source.encode())
     assert report.score == 10, report.errors
+
+
+@pytest.fixture(scope="module")
+def short_limits() -> Iterator[Grader]:
+    """Half a second per call: a hang costs the tests little."""
+    with Grader(workers=1, limits=Limits(time_limit=0.5, import_time_limit=2.0)) as grader:
+        yield grader
+
+
+def test_a_hang_on_one_input_costs_only_the_checks_of_that_input(short_limits: Grader):
+    """A ReLU that hangs on 1-D input only: its other calls, the gradient check among them, still
+    count, and the message names the case that hung (once, every relu_forward call failed, on case 1)."""
+    report = short_limits.grade(variant("    out = np.maximum(0, x)\n", "    while x.ndim == 1:\n        pass\n"
+                                        "    out = np.maximum(0, x)\n"))
+    assert [p.score for p in report.problems] == [3, 1, 3, 2]
+    forward = check(report, 2, "forward").message
+    assert forward.startswith("relu_forward did not return within 0.5 s (on case ") and "relu_forward(x (" in forward
+    assert check(report, 2, "gradient check").passed and check(report, 2, "backward").passed
+
+
+def test_a_crash_on_one_input_costs_only_the_checks_of_that_input(short_limits: Grader):
+    crash = "    if x.ndim == 1:\n        import ctypes\n        ctypes.string_at(0)\n    out = np.maximum(0, x)\n"
+    report = short_limits.grade(variant("    out = np.maximum(0, x)\n", crash))
+    assert [p.score for p in report.problems] == [3, 1, 3, 2]
+    assert "relu_forward crashed with a segmentation fault" in check(report, 2, "forward").message
+
+
+def test_the_time_limit_is_per_call_in_a_gradient_check_too(short_limits: Grader):
+    """A gradient check makes dozens of calls of a forward; each gets the per-call limit."""
+    report = short_limits.grade(variant("    out = np.maximum(0, x)\n", "    import time\n    time.sleep(0.05)\n"
+                                        "    out = np.maximum(0, x)\n"))
+    assert report.score == 10, [c.message for p in report.problems for c in p.checks if not c.passed]
+
+
+def test_a_backward_given_the_documented_cache_says_so_when_it_fails(grader: Grader):
+    """fc_forward with a dict cache that fails on one case: fc_backward then gets the documented
+    tuple and fails on it, and the message says why it was not the student's own cache."""
+    dict_cache = "    assert x.shape[0] > 1, 'need a batch'\n    out = x.dot(w) + b\n    cache = {'x': x, 'w': w}\n"
+    source = variant("    out = x.dot(w) + b\n    cache = (x, w, b)\n", dict_cache)
+    source = source.replace(b"    x, w, b = cache\n", b"    x, w = cache['x'], cache['w']\n", 1)
+    report = grader.grade(source)
+    message = check(report, 1, "grad_x").message
+    assert "tuple indices must be integers" in message
+    assert "it was given the documented cache (x, w, b), because your fc_forward did not return a usable one" in message

@@ -102,7 +102,11 @@ class Scorer:
             result = self.result(key)
             where = CaseRef(function, case, i, len(cases))
             if not result.ok:
-                raise CheckFailed(self.describe_failure(function.name, result.error) + f" ({where})", check.hints.error)
+                raise CheckFailed(
+                    self.describe_failure(function.name, result.error) + self.fallback_note(function, result)
+                    + f" ({where})",
+                    check.hints.error,
+                )
             used_fallback = used_fallback or result.fallback
             self.note_mutations(function, result)
             values = self.named_values(function, result)
@@ -149,7 +153,10 @@ class Scorer:
             source_where = CaseRef(source, case, i, len(cases))
             result = self.result((source.name, check.cases, i))
             if not result.ok:
-                raise CheckFailed(self.describe_failure(source.name, result.error) + f" ({source_where})")
+                raise CheckFailed(
+                    self.describe_failure(source.name, result.error) + self.fallback_note(source, result)
+                    + f" ({source_where})"
+                )
             analytic = self.named_values(source, result)
             expected_output = self.plan.expected[(forward.name, check.cases, i)][check.output]
             for param, grad_name in check.wrt.items():
@@ -227,6 +234,13 @@ class Scorer:
         if value.kind != "array" or value.array is None:
             raise CheckFailed(f"{function.name} returned an unusable {name}: {value.message} ({where})")
         return value.array
+
+    def fallback_note(self, function: Function, result: CallResult) -> str:
+        """Why a call that failed was given the documented cache rather than the student's own."""
+        if function.cache is None or not (result.error or {}).get("fallback"):
+            return ""
+        return (f"; it was given the documented cache {function.cache.describe()}, because your "
+                f"{function.cache.forward} did not return a usable one for this case")
 
     def describe_failure(self, function: str, error: dict[str, Any] | None) -> str:
         error = error or {}

@@ -27,6 +27,10 @@ class CacheFrom:
     output: str
     documented: tuple[str, ...] | str
 
+    def describe(self) -> str:
+        """The documented cache as the handout writes it: "(x, w, b)", or "x"."""
+        return self.documented if isinstance(self.documented, str) else f"({', '.join(self.documented)})"
+
 
 @dataclass(frozen=True)
 class Function:

@@ -138,6 +138,10 @@ class Zygote:
         self.job_time_budget = submission_time_budget(limits, calls)
         self.job_deadline = time.monotonic() + self.job_time_budget
         budget = OutputBudget(limits.max_output_bytes, len({c["fn"] for c in calls}))
+        # A function's first crash or hang costs only the call it happened in (a function may fail
+        # on one input alone); a second one, every call of that function still to run.
+        failed: set[int] = set()
+        struck: set[str] = set()
         attempts = 0
         while pending:
             for index in sorted(pending):
@@ -148,7 +152,7 @@ class Zygote:
             if not pending:
                 return
             attempts += 1
-            outcome = self.run_child(job, arrays, limits, pending, broken, budget)
+            outcome = self.run_child(job, arrays, limits, pending, broken, failed, budget)
             if outcome.import_failed:
                 return
             if outcome.failure is None:
@@ -163,6 +167,14 @@ class Zygote:
                 for index in sorted(pending):
                     self.send_error(index, outcome.failure)
                 return
+            index = self.current_call()
+            if (outcome.function not in struck and outcome.failure.get("type") not in ("output", "protocol")
+                    and index in pending and calls[index]["fn"] == outcome.function):
+                struck.add(outcome.function)
+                failed.add(index)
+                pending.discard(index)
+                self.send_error(index, outcome.failure)
+                continue
             broken[outcome.function] = outcome.failure
 
     def run_child(
@@ -172,6 +184,7 @@ class Zygote:
         limits: Limits,
         pending: set[int],
         broken: dict[str, dict[str, Any]],
+        failed: set[int],
         budget: OutputBudget,
     ) -> ChildOutcome:
         read_fd, write_fd = os.pipe()
@@ -181,6 +194,7 @@ class Zygote:
             "filename": job.get("filename", "submission.py"),
             "skip": [i for i in range(start, len(job["calls"])) if i not in pending],
             "broken": sorted(broken),
+            "failed": sorted(failed),  # a producer among them gives its consumers the documented fallback
         }
         # the whole page, not just the counters: a run can write all of it, and the next run reads it
         self.progress[:] = bytes(len(self.progress))
@@ -314,8 +328,13 @@ class Zygote:
 
     def current_function(self, calls: list[dict[str, Any]]) -> str | None:
         """The function the child is running now, as it last marked in the shared progress page."""
-        _, index = PROGRESS.unpack_from(self.progress, 0)
+        index = self.current_call()
         return calls[index]["fn"] if 0 <= index < len(calls) else None
+
+    def current_call(self) -> int:
+        """The call the child is running now, as it last marked in the shared progress page."""
+        _, index = PROGRESS.unpack_from(self.progress, 0)
+        return int(index)
 
     def fail_import(self, pending: set[int], failure: dict[str, Any]) -> ChildOutcome:
         self.send({"op": "import_error", "error": failure})
@@ -418,6 +437,7 @@ def _clean_error(error: Any) -> dict[str, Any]:
         "type": clean_text(error.get("type", "error"), 80),
         "message": clean_text(error.get("message", ""), 400),
         "line": line if small_int(line) else None,
+        "fallback": error.get("fallback") is True,
     }
 
 
