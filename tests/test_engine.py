@@ -279,3 +279,14 @@ def test_a_backward_given_the_documented_cache_says_so_when_it_fails(grader: Gra
     message = check(report, 1, "grad_x").message
     assert "tuple indices must be integers" in message
     assert "it was given the documented cache (x, w, b), because your fc_forward did not return a usable one" in message
+
+
+def test_float32_results_are_told_to_compute_in_float64(grader: Grader):
+    """float32 falls short of the tolerance: the hint names the precision, not a wrong formula."""
+    single = "    out = x.astype(np.float32).dot(w.astype(np.float32)) + b.astype(np.float32)\n"
+    report = grader.grade(variant("    out = x.dot(w) + b\n", single))
+    forward = check(report, 1, "forward")
+    assert not forward.passed
+    assert forward.hint.startswith("Your out is float32, which carries about 7 significant digits: compute in float64")
+    report = grader.grade(variant("    grad_w = reg * w\n", "    grad_w = (reg * w).astype(np.float32)\n"))
+    assert check(report, 4, "gradient check").hint.startswith("Your grad_w is float32")

@@ -116,7 +116,7 @@ class Scorer:
                 bound = self.plan.tolerance_bound(key, name, check.rtol, check.atol)
                 if actual.shape == expected.shape and bound is not None and (np.abs(actual - expected) <= bound).all():
                     continue  # most values pass: one comparison (false for nan or inf) settles it
-                self.compare(name, actual, expected, check, where)
+                self.compare(name, actual, expected, check, where, values[name].precision)
         if used_fallback and function.cache is not None:
             return (
                 f"passed using the documented cache, because your {function.cache.forward} "
@@ -124,7 +124,9 @@ class Scorer:
             )
         return ""
 
-    def compare(self, name: str, actual: np.ndarray, expected: np.ndarray, check: CheckSpec, where: CaseRef) -> None:
+    def compare(
+        self, name: str, actual: np.ndarray, expected: np.ndarray, check: CheckSpec, where: CaseRef, precision: str = ""
+    ) -> None:
         if actual.shape != expected.shape:
             raise CheckFailed(
                 f"{name} has shape {fmt_shape(actual.shape)}; expected {fmt_shape(expected.shape)} ({where})",
@@ -134,10 +136,15 @@ class Scorer:
             raise CheckFailed(f"{name} contains nan or inf ({where})", check.hints.nonfinite or check.hints.mismatch)
         if not np.allclose(actual, expected, rtol=check.rtol, atol=check.atol):
             error = float(np.max(np.abs(actual - expected)))
+            hint = check.hints.mismatch
+            if precision:  # a small relative error is the precision alone, a large one the formula as well
+                scale = max(float(np.max(np.abs(expected))), 1.0) if expected.size else 1.0
+                lost = precision_hint(name, precision)
+                hint = lost if error / scale < 1e-3 else join_hints(lost, hint)
             raise CheckFailed(
                 f"{name} has the right shape but wrong values: largest difference from the expected "
                 f"values is {error:.3g} ({where})",
-                check.hints.mismatch,
+                hint,
             )
 
     # -- gradient check -----------------------------------------------------------------------------
@@ -170,7 +177,7 @@ class Scorer:
                     )
                 if not np.all(np.isfinite(grad)):
                     raise CheckFailed(f"{grad_name} contains nan or inf ({source_where})")
-                numeric = self.numeric_gradient(check, forward, case, i, param, expected_output, where)
+                numeric, nudged = self.numeric_gradient(check, forward, case, i, param, expected_output, where)
                 if not np.any(numeric != 0):
                     raise CheckFailed(
                         f"the numeric gradient of your {forward.name} with respect to {param} is zero "
@@ -181,17 +188,22 @@ class Scorer:
                 worst = max(worst, difference)
                 self.measured = worst
                 if not difference < check.tolerance:
+                    if analytic[grad_name].precision:
+                        lost = precision_hint(grad_name, analytic[grad_name].precision)
+                    else:
+                        lost = precision_hint(f"{forward.name} {check.output}", nudged) if nudged else ""
                     raise CheckFailed(
                         f"{grad_name} differs from the numeric gradient of your {forward.name} by up to "
                         f"{difference:.2e}; it must be below {check.tolerance:g} ({where})",
-                        check.hints.mismatch,
+                        join_hints(lost, check.hints.mismatch),
                     )
         return f"largest difference {worst:.1e}"
 
     def numeric_gradient(
         self, check: CheckSpec, forward: Function, case: Case, i: int, param: str,
         expected_output: np.ndarray, where: CaseRef,
-    ) -> np.ndarray:
+    ) -> tuple[np.ndarray, str]:
+        """The numeric gradient from the nudged outputs, and their precision if below float64."""
         assert check.output is not None
         key = ("perturb", forward.name, check.cases, i, param, check.output, check.step)
         result = self.result(key)
@@ -214,7 +226,7 @@ class Scorer:
         if not np.all(np.isfinite(objective)):
             raise CheckFailed(f"{forward.name} returned nan or inf for slightly changed inputs ({where})")
         numeric = objective.reshape(base.size, steps) @ STENCIL_WEIGHTS / check.step
-        return numeric.reshape(base.shape)
+        return numeric.reshape(base.shape), result.values[0].precision
 
     # -- shared -------------------------------------------------------------------------------------
 
@@ -294,6 +306,12 @@ class CaseRef:
 
     def __str__(self) -> str:
         return f"on case {self.index + 1} of {self.count}, {describe_call(self.function, self.case)}"
+
+
+def precision_hint(what: str, precision: str) -> str:
+    digits = "7" if precision == "float32" else "3"
+    return (f"Your {what} is {precision}, which carries about {digits} significant digits: compute in float64 "
+            "(numpy's default) to get within the tolerance.")
 
 
 def join_hints(*hints: str) -> str:

@@ -241,6 +241,7 @@ class Harness:
         nudged = nudged_copies(bases[position], spec["offsets"])
         function = self.function(call["fn"])
         outputs = []
+        precisions: set[str] = set()
         for row in nudged:
             self.begin(index)  # each nudged call gets the per-call time limit, not the batch of them
             # fresh copies for every call: a function that changes its inputs must not skew the next
@@ -249,11 +250,16 @@ class Harness:
             value = self.call_student(function, args)
             picked = value if call.get("arity") is None else self.unpack(call, value)[output]
             outputs.append(self.as_float_array(picked, name))
+            precisions.add(low_precision(picked) or "")
         shapes = {o.shape for o in outputs}
         if len(shapes) > 1:
             raise CallFailed({"type": "shape", "message": f"{call['fn']} returned {name} of varying shapes"})
         stacked = np.stack(outputs) if outputs else np.zeros((0,))
-        return [{"kind": "array"}], [stacked]
+        described: dict[str, Any] = {"kind": "array"}
+        precisions.discard("")
+        if precisions:
+            described["precision"] = sorted(precisions)[0]  # "float16" before "float32"
+        return [described], [stacked]
 
     def unpack(self, call: dict[str, Any], value: Any) -> tuple[Any, ...]:
         arity = call["arity"]
@@ -283,7 +289,11 @@ class Harness:
             except CallFailed as failure:
                 values.append({"kind": "invalid", "message": failure.error["message"]})
                 continue
-            values.append({"kind": "array"})
+            described: dict[str, Any] = {"kind": "array"}
+            precision = low_precision(part)
+            if precision:  # compared in float64 all the same; named, should the values fall short
+                described["precision"] = precision
+            values.append(described)
             arrays.append(array)
         return values, arrays
 
@@ -401,6 +411,18 @@ def nudged_copies(base: np.ndarray, offsets: list[float]) -> np.ndarray:
     rows = np.repeat(base.reshape(1, -1), base.size * steps, axis=0)
     rows[np.arange(base.size * steps), np.repeat(np.arange(base.size), steps)] += np.tile(offsets, base.size)
     return rows.reshape(base.size * steps, *base.shape)
+
+
+def low_precision(value: Any) -> str | None:
+    """"float32" or "float16" when a returned value (or every number in a list of them) has that
+    precision: the feedback then says why its values fall short of the tolerance."""
+    dtype = getattr(value, "dtype", None)
+    if dtype is None and isinstance(value, list | tuple) and value:
+        dtypes = {getattr(v, "dtype", None) for v in value}
+        dtype = dtypes.pop() if len(dtypes) == 1 else None
+    if isinstance(dtype, np.dtype) and dtype.kind == "f" and dtype.itemsize in (2, 4):
+        return str(dtype)
+    return None
 
 
 def _text(error: BaseException) -> str:

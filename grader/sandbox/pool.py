@@ -38,6 +38,7 @@ class Value:
     kind: str  # "array", "none" or "invalid"
     array: np.ndarray | None = None
     message: str = ""
+    precision: str = ""  # "float32" or "float16" when the student's value had less than float64's
 
 
 @dataclass
@@ -212,7 +213,7 @@ def _call_result(header: dict[str, Any], remaining: Iterator[np.ndarray], call: 
     values = []
     for value in header["values"]:
         if value["kind"] == "array":
-            values.append(Value("array", next(remaining)))
+            values.append(Value("array", next(remaining), precision=str(value.get("precision", ""))))
         else:
             values.append(Value(value["kind"], None, value.get("message", "")))
     return CallResult(ok=True, values=values, mutated=header.get("mutated", []), fallback=header.get("fallback", False))

@@ -478,7 +478,10 @@ def _clean_result(header: dict[str, Any], calls: list[dict[str, Any]], pending: 
     for value in values:
         if not isinstance(value, dict) or value.get("kind") not in ("array", "none", "invalid"):
             return None
-        clean_values.append({"kind": value["kind"], "message": clean_text(value.get("message", ""), 300)})
+        clean = {"kind": value["kind"], "message": clean_text(value.get("message", ""), 300)}
+        if value.get("precision") in ("float16", "float32"):
+            clean["precision"] = value["precision"]
+        clean_values.append(clean)
     mutated = header.get("mutated", [])
     if not isinstance(mutated, list) or not all(small_int(m, 0, MAX_VALUES_PER_CALL) for m in mutated):
         mutated = []
