@@ -578,3 +578,18 @@ def test_the_shared_progress_page_carries_nothing_to_the_next_run(one_zygote: Gr
                    "    raise ValueError(repr(bytes(_harness()[0].progress[16:]).strip(bytes(1))))\n", FIND_HARNESS)
     text = messages(one_zygote.grade(read))
     assert "fc_forward raised ValueError: b''" in text and "SECRET" not in text
+
+
+def test_a_malformed_spec_after_an_oversized_one_is_the_runs_own_failure(one_zygote: Grader) -> None:
+    """The reader stopped checking specs at the first one over the budget, and the zygote then read
+    the unchecked ones to find who to charge: a spec that was not a dict killed it."""
+    attack = """    harness, index = _harness()
+    two = [{"kind": "array"}, {"kind": "array"}]  # loss and grad_w: as many values as the call returns
+    _raw(harness.result_fd, {"op": "results", "results": [{"call": index, "status": "ok", "values": two}],
+         "arrays": [{"dtype": "f8", "shape": [10 ** 9]}, 5]})
+"""
+    report = one_zygote.grade(changed("def l2_regularization(w, reg):\n", "def l2_regularization(w, reg):\n" + attack,
+                                      FIND_HARNESS))
+    assert [p.score for p in report.problems] == [3, 2, 3, 0]
+    assert report.errors == []
+    assert one_zygote.grade(CORRECT.encode()).score == 10

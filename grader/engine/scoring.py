@@ -208,7 +208,12 @@ class Scorer:
         key = ("perturb", forward.name, check.cases, i, param, check.output, check.step)
         result = self.result(key)
         if not result.ok:
-            raise CheckFailed(self.describe_failure(forward.name, result.error) + f" ({where})")
+            described = self.describe_failure(forward.name, result.error)
+            if (result.error or {}).get("type") == "timeout":  # the limit covers every nudged call together
+                calls = np.asarray(case[param]).size * len(STENCIL_WEIGHTS)
+                described = (f"{forward.name} did not finish the {calls} calls of the gradient check (each element "
+                             f"of {param} nudged {len(STENCIL_WEIGHTS)} times) within {self.limits.time_limit:g} s")
+            raise CheckFailed(f"{described} ({where})")
         outputs = result.values[0].array if result.values and result.values[0].array is not None else None
         base = np.asarray(case[param])
         steps = len(STENCIL_WEIGHTS)

@@ -240,10 +240,10 @@ class Harness:
         bases = [self.build_arg(a)[0] for a in call["args"]]
         nudged = nudged_copies(bases[position], spec["offsets"])
         function = self.function(call["fn"])
+        self.begin(index)  # the per-call time limit covers all the nudged calls together
         outputs = []
         precisions: set[str] = set()
         for row in nudged:
-            self.begin(index)  # each nudged call gets the per-call time limit, not the batch of them
             # fresh copies for every call: a function that changes its inputs must not skew the next
             args = [b.copy() if i != position and isinstance(b, np.ndarray) else b for i, b in enumerate(bases)]
             args[position] = row.copy()

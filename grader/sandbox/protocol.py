@@ -233,9 +233,9 @@ class MessageReader:
                     raise ProtocolError("bad array shape")
                 count *= n
             total += count * dtype.itemsize
-            if total > self.max_array_bytes:
-                raise ArraysTooLarge(f"arrays larger than {self.max_array_bytes} bytes", header)
             sizes.append((dtype, count, shape))
+        if total > self.max_array_bytes:  # after every spec is checked: the sender's share is read from them
+            raise ArraysTooLarge(f"arrays larger than {self.max_array_bytes} bytes", header)
         self._sizes = sizes
         self._total = total
         return header
