@@ -295,3 +295,51 @@ def test_float32_results_are_told_to_compute_in_float64(grader: Grader):
     assert forward.hint.startswith("Your out is float32, which carries about 7 significant digits: compute in float64")
     report = grader.grade(variant("    grad_w = reg * w\n", "    grad_w = (reg * w).astype(np.float32)\n"))
     assert check(report, 4, "gradient check").hint.startswith("Your grad_w is float32")
+
+
+def test_calls_answered_before_a_function_breaks_keep_their_points(short_limits: Grader):
+    """softmax_loss hangs on two of the stability cases only: the second hang stops the function,
+    but its calls that had already answered keep their points (they once failed with it), and the
+    call the stop left unrun says so."""
+    hang = "    while np.abs(x).max() > 5e3 and np.abs(x).max() < 2e5:\n        pass\n    N = x.shape[0]\n"
+    report = short_limits.grade(variant("    N = x.shape[0]\n    shifted", hang + "    shifted"))
+    assert [p.score for p in report.problems] == [3, 2, 2, 2]
+    assert check(report, 3, "loss").passed and check(report, 3, "gradient").passed
+    stable = check(report, 3, "numerically stable").message
+    assert stable.startswith("softmax_loss did not return within 0.5 s (on case 2 of 5"), stable
+    assert check(report, 3, "gradient check").message.startswith(
+        "not run, because softmax_loss did not return within 0.5 s on two other calls")
+
+
+def test_a_function_stopped_after_two_failures_says_its_other_calls_did_not_run(short_limits: Grader):
+    crash = "    if x.shape[0] != 2:\n        import ctypes\n        ctypes.string_at(0)\n    out = x.dot(w) + b\n"
+    report = short_limits.grade(variant("    out = x.dot(w) + b\n", crash))
+    forward = check(report, 1, "forward").message
+    assert forward.startswith("fc_forward crashed with a segmentation fault (SIGSEGV) (on case 1 of 5"), forward
+    assert "not run, because fc_forward crashed with a segmentation fault (SIGSEGV) on two other calls" in messages_of(
+        report)
+
+
+def test_a_crash_that_what_ran_before_caused_is_not_charged(short_limits: Grader):
+    """relu_forward leaves state behind that makes softmax_loss crash in the same process: softmax_loss
+    runs again in a fresh process, where it is fine, and nothing is charged (once, the honest
+    function lost its points)."""
+    leave = "    os.environ['LEFT_BEHIND'] = '1'\n    out = np.maximum(0, x)\n"
+    source = variant("    out = np.maximum(0, x)\n", leave)
+    source = source.replace(b"    N = x.shape[0]\n    shifted", b"    if os.environ.get('LEFT_BEHIND'):\n"
+                            b"        import ctypes\n        ctypes.string_at(0)\n    N = x.shape[0]\n    shifted", 1)
+    report = short_limits.grade(b"import os\n" + source)
+    assert report.score == 10, messages_of(report)
+
+
+def test_calls_answered_before_the_submission_ran_out_of_time_keep_their_points(short_limits: Grader):
+    """Every call takes 0.1 s: the submission's time (2 s import + 0.5 s per function + 1 s) runs out
+    part way, and the calls answered before it keep their results."""
+    slow = "import time\n_sleep = time.sleep\n"
+    report = short_limits.grade((slow + CORRECT.replace("    return ", "    _sleep(0.1)\n    return ")).encode())
+    assert check(report, 1, "forward").passed
+    assert "not finished: the submission used up the 6 s" in messages_of(report)
+
+
+def messages_of(report: SubmissionReport) -> str:
+    return " | ".join(c.message for p in report.problems for c in p.checks)

@@ -81,6 +81,10 @@ def outcome(report_messages: str) -> dict[str, object]:
     return json.loads(found.group(1))
 
 
+def check_message(report: object, problem: int) -> str:
+    return report.problems[problem - 1].checks[0].message  # type: ignore[attr-defined]
+
+
 def messages(report: object) -> str:
     return " | ".join(c.message for p in report.problems for c in p.checks)  # type: ignore[attr-defined]
 
@@ -372,8 +376,8 @@ def probe():
     os.write(pipe, frame({"op": "results", "results": [{"call": 1, "status": "ok", "values": []}]}))
     time.sleep(3600)
 """)
-    report = one_zygote.grade(source)
-    assert report.problems[0].checks[0].message.startswith("fc_forward sent a malformed result")
+    report = one_zygote.grade(source)  # results travel only through the results log
+    assert report.problems[0].checks[0].message.startswith("fc_forward sent an unexpected message")
     nested = probe_source("""
 def probe():
     pipe = max(fd for fd in range(3, 64) if attempt(lambda fd=fd: os.fstat(fd)) == 0)
@@ -390,9 +394,40 @@ def probe():
         os.write(pipe, struct.pack(">I", len(body)) + body)
     time.sleep(3600)
 """)
-    assert "malformed" in messages(one_zygote.grade(empty))
+    assert "unexpected message" in messages(one_zygote.grade(empty))
     # and the zygote is still the same, healthy one
     assert one_zygote.grade(CORRECT.encode()).score == 10
+
+
+@pytest.mark.parametrize("forged", [
+    "_log_frame(harness, {'op': 'results', 'results': [{'call': index, 'status': 'ok', 'values': []}]})",
+    "_log_frame(harness, {'op': 'results', 'results': []})",
+    "_log_frame(harness, {'op': 'imported'})",
+    "_log_raw(harness, _struct.pack('>I', 240000) + b'[' * 120000 + b']' * 120000)",
+    "_log_raw(harness, _struct.pack('>I', 2 ** 31))",
+    "harness.logged = 2 ** 40; _struct.pack_into('<Q', harness.log, 0, 2 ** 40)",
+], ids=["value-count", "empty", "not-results", "nested", "length", "count"])
+def test_forged_frames_in_the_results_log_are_the_runs_own_failure(one_zygote: Grader, forged: str) -> None:
+    """The log is the run's own memory: whatever it writes there is read as a frame from the wire."""
+    helpers = FIND_HARNESS + """
+
+def _log_raw(harness, frame):
+    start = 8 + harness.logged
+    harness.log[start : start + len(frame)] = frame
+    harness.logged += len(frame)
+    _struct.pack_into("<Q", harness.log, 0, harness.logged)
+
+
+def _log_frame(harness, header):
+    body = _json.dumps({**header, "arrays": []}).encode()
+    _log_raw(harness, _struct.pack(">I", len(body)) + body)
+"""
+    attack = f"    harness, index = _harness()\n    {forged}\n"
+    report = one_zygote.grade(changed("def l2_regularization(w, reg):\n", "def l2_regularization(w, reg):\n" + attack,
+                                      helpers))
+    assert [p.score for p in report.problems] == [3, 2, 3, 0]
+    assert "l2_regularization sent a malformed result" in check_message(report, 4)
+    assert report.errors == []
 
 
 def test_a_previously_good_value_count_is_checked_per_call() -> None:

@@ -261,6 +261,9 @@ class Scorer:
 
     def describe_failure(self, function: str, error: dict[str, Any] | None) -> str:
         error = error or {}
+        if error.get("not_run"):  # the function failed on two other calls; this one never ran
+            earlier = self.describe_failure(function, {k: v for k, v in error.items() if k != "not_run"})
+            return f"not run, because {earlier} on two other calls"
         kind = error.get("type", "error")
         message = error.get("message", "")
         if error.get("import"):

@@ -21,12 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from grader.sandbox.protocol import MAX_DIMS, write_message
+from grader.sandbox.protocol import LOG_RESERVE, MAX_DIMS, RESULTS_LOG, ProtocolError, encode, write_message
 
 MAX_MESSAGE_CHARS = 400
 MAX_NAME_CHARS = 80  # an exception's or a value's type name, as feedback shows it
 MAX_RESULT_ELEMENTS = 1_000_000  # 8 MB: far beyond any homework answer, within the output limit
-FLUSH_BYTES = 1 << 20
 # Shared with the zygote: (progress counter, index of the call running now; -1 while importing).
 # The zygote reads it to time each call and to know which function a crash happened in, without a
 # message per call; a counter still at 0 means the run died before the student's code was loaded.
@@ -70,13 +69,14 @@ class CallFailed(Exception):
 
 class Harness:
     def __init__(
-        self, job: dict[str, Any], arrays: list[np.ndarray], result_fd: int, progress: mmap.mmap | None = None
+        self, job: dict[str, Any], arrays: list[np.ndarray], result_fd: int, log: mmap.mmap,
+        progress: mmap.mmap | None = None,
     ) -> None:
         self.progress = progress
         self.pid = os.getpid()
         self.sequence = 0
-        self.pending: list[tuple[dict[str, Any], list[np.ndarray]]] = []
-        self.pending_bytes = 0
+        self.log = log
+        self.logged = 0  # frame bytes written to the log so far
         self.calls: list[dict[str, Any]] = job["calls"]
         self.arrays = arrays
         self.result_fd = result_fd
@@ -99,20 +99,27 @@ class Harness:
         self.sequence += 1
         mark_progress(self.progress, self.sequence, index)
 
-    def queue_result(self, header: dict[str, Any], arrays: list[np.ndarray]) -> None:
-        """Results go out in batches; one lost in a crash is simply run again by the next child."""
-        self.pending.append((header, arrays))
-        self.pending_bytes += sum(a.nbytes for a in arrays) + 200
-        if self.pending_bytes > FLUSH_BYTES:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.pending:
-            headers = [h for h, _ in self.pending]
-            arrays = [a for _, batch in self.pending for a in batch]
-            self.pending = []
-            self.pending_bytes = 0
-            self.send({"op": "results", "results": headers}, arrays)
+    def record(self, result: dict[str, Any], arrays: list[np.ndarray]) -> None:
+        """Append one call's result to the log, where the zygote reads it however the run ends: no
+        message per call, and nothing a call answered is lost when a later one crashes or hangs."""
+        header = {"op": "results", "results": [result]}
+        try:
+            frame = encode(header, arrays)
+        except TypeError:  # a student's text with lone surrogates: made valid UTF-8 first
+            frame = encode(encodable(header), arrays)
+        except ProtocolError:  # a header over the wire's cap
+            frame = b""
+        room = len(self.log) - RESULTS_LOG.size - self.logged
+        if not frame or len(frame) > room - (LOG_RESERVE if arrays else 0):
+            too_large = {"type": "output", "message": "results larger than the output limit"}
+            failed = {"call": result["call"], "status": "error", "error": too_large}
+            frame = encode({"op": "results", "results": [failed]})
+            if len(frame) > room:
+                return  # the call stays unanswered
+        start = RESULTS_LOG.size + self.logged
+        self.log[start : start + len(frame)] = frame
+        self.logged += len(frame)
+        RESULTS_LOG.pack_into(self.log, 0, self.logged)
 
     def load(self, code: bytes, module_name: str, forbidden: list[str]) -> bool:
         """Run the module the trusted side compiled (`code`, marshalled) as the submission's import."""
@@ -138,7 +145,6 @@ class Harness:
             if index in self.skip or self.calls[index]["fn"] in self.broken:
                 continue
             self.run_one(index)
-        self.flush()
 
     def run_one(self, index: int) -> None:
         call = self.calls[index]
@@ -154,7 +160,7 @@ class Harness:
         except CallFailed as failure:
             header.update(status="error", error=failure.error)
             arrays = []
-        self.queue_result(header, arrays)
+        self.record(header, arrays)
 
     def invoke(self, index: int, call: dict[str, Any]) -> tuple[Any, list[int], bool]:
         """Call the student's function on fresh copies of the inputs; report which inputs it changed."""
@@ -371,9 +377,9 @@ def warm_up(calls: list[dict[str, Any]], arrays: list[np.ndarray]) -> None:
     blockers = list(sys.meta_path)
     null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
     try:
-        with warnings.catch_warnings(), np.errstate(all="ignore"):
+        with warnings.catch_warnings(), np.errstate(all="ignore"), mmap.mmap(-1, 2 * LOG_RESERVE) as log:
             warnings.simplefilter("ignore")
-            harness = Harness({"calls": calls, "filename": "<warm-up>"}, arrays, null)
+            harness = Harness({"calls": calls, "filename": "<warm-up>"}, arrays, null, log)
             code = marshal.dumps(compile(source, "<warm-up>", "exec", dont_inherit=True))
             if harness.load(code, "_sandbox_warm_up", []):
                 harness.run(0)

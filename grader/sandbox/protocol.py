@@ -15,6 +15,7 @@ import os
 import select
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,10 @@ MAX_HEADER_BYTES = 256 * 1024
 MAX_DIMS = 8
 MAX_ARRAYS = 4096
 IOV_BATCH = 512  # buffers per writev call (the kernel takes at most IOV_MAX = 1024)
+# A run's results log: shared memory the run appends one frame per result to, after this count of
+# frame bytes, so that what a run answered survives however it ends (a crash, a kill at a limit).
+RESULTS_LOG = struct.Struct("<Q")
+LOG_RESERVE = 1 << 20  # kept for error results once results with arrays have filled the rest
 # A sandboxed peer's header with at most this many "[" and "{" bytes is nested at most this deep,
 # within what the standard library's parser accepts (the recursion limit): orjson may read it.
 MAX_UNTRUSTED_OPENERS = 900
@@ -42,11 +47,13 @@ class ProtocolError(Exception):
 
 class ArraysTooLarge(ProtocolError):
     """A message's arrays are larger than the reader allows (for a run's results: its output budget).
-    `header` is the message's parsed header, so the sender's share of the excess can be told."""
+    `header` is the message's parsed header, so the sender's share of the excess can be told, and
+    `total` the bytes its arrays announce."""
 
-    def __init__(self, message: str, header: dict[str, Any]) -> None:
+    def __init__(self, message: str, header: dict[str, Any], total: int = 0) -> None:
         super().__init__(message)
         self.header = header
+        self.total = total
 
 
 @dataclass
@@ -136,7 +143,7 @@ class MessageReader:
         self.max_array_bytes = max_array_bytes
         self.arena = arena
         self.split = split
-        self.loads = _untrusted_loads if untrusted else orjson.loads
+        self.loads = untrusted_loads if untrusted else orjson.loads
         self.arena_used = 0  # high-water mark, for wiping
         self._head = bytearray()
         self._length: int | None = None
@@ -161,7 +168,7 @@ class MessageReader:
             total = self._total
             if self.arena is not None:
                 if total > len(self.arena):
-                    raise ArraysTooLarge(f"arrays larger than {len(self.arena)} bytes", header)
+                    raise ArraysTooLarge(f"arrays larger than {len(self.arena)} bytes", header, total)
                 self._body = memoryview(self.arena)[:total]
                 self.arena_used = max(self.arena_used, total)
             else:
@@ -208,36 +215,7 @@ class MessageReader:
             raise TimeoutError
 
     def _parse_header(self, raw: bytes) -> dict[str, Any]:
-        try:
-            header = self.loads(raw)
-        except (UnicodeDecodeError, ValueError, RecursionError) as error:  # orjson's errors are ValueErrors
-            raise ProtocolError("header is not JSON") from error
-        if not isinstance(header, dict) or not isinstance(header.get("arrays"), list):
-            raise ProtocolError("header is not an object with an array list")
-        specs = header["arrays"]
-        if len(specs) > MAX_ARRAYS:
-            raise ProtocolError("too many arrays")
-        total = 0
-        sizes = []
-        for spec in specs:
-            code = spec.get("dtype") if type(spec) is dict else None
-            dtype = DTYPES.get(code) if type(code) is str else None
-            if dtype is None:
-                raise ProtocolError("bad array spec")
-            shape = spec.get("shape")
-            if type(shape) is not list or len(shape) > MAX_DIMS:
-                raise ProtocolError("bad array shape")
-            count = 1
-            for n in shape:
-                if type(n) is not int or n < 0:  # exact type: no bools, no floats
-                    raise ProtocolError("bad array shape")
-                count *= n
-            total += count * dtype.itemsize
-            sizes.append((dtype, count, shape))
-        if total > self.max_array_bytes:  # after every spec is checked: the sender's share is read from them
-            raise ArraysTooLarge(f"arrays larger than {self.max_array_bytes} bytes", header)
-        self._sizes = sizes
-        self._total = total
+        header, self._sizes, self._total = parse_header(raw, self.max_array_bytes, self.loads)
         return header
 
     def _split_arrays(self, body: memoryview) -> list[np.ndarray]:
@@ -254,7 +232,43 @@ class MessageReader:
         return arrays
 
 
-def _untrusted_loads(raw: bytes) -> Any:
+def parse_header(
+    raw: bytes, max_array_bytes: int, loads: Callable[[bytes], Any] = orjson.loads
+) -> tuple[dict[str, Any], list[tuple[np.dtype[Any], int, list[int]]], int]:
+    """A frame's header, its arrays' (dtype, element count, shape), and their bytes in all; every
+    spec is checked before a frame is refused as too large (ArraysTooLarge)."""
+    try:
+        header = loads(raw)
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:  # orjson's errors are ValueErrors
+        raise ProtocolError("header is not JSON") from error
+    if not isinstance(header, dict) or not isinstance(header.get("arrays"), list):
+        raise ProtocolError("header is not an object with an array list")
+    specs = header["arrays"]
+    if len(specs) > MAX_ARRAYS:
+        raise ProtocolError("too many arrays")
+    total = 0
+    sizes = []
+    for spec in specs:
+        code = spec.get("dtype") if type(spec) is dict else None
+        dtype = DTYPES.get(code) if type(code) is str else None
+        if dtype is None:
+            raise ProtocolError("bad array spec")
+        shape = spec.get("shape")
+        if type(shape) is not list or len(shape) > MAX_DIMS:
+            raise ProtocolError("bad array shape")
+        count = 1
+        for n in shape:
+            if type(n) is not int or n < 0:  # exact type: no bools, no floats
+                raise ProtocolError("bad array shape")
+            count *= n
+        total += count * dtype.itemsize
+        sizes.append((dtype, count, shape))
+    if total > max_array_bytes:  # after every spec is checked: the sender's share is read from them
+        raise ArraysTooLarge(f"arrays larger than {max_array_bytes} bytes", header, total)
+    return header, sizes, total
+
+
+def untrusted_loads(raw: bytes) -> Any:
     """orjson where the text cannot be nested deeper than the standard parser allows (counting the
     brackets, inside strings too, bounds the depth); the standard parser, which refuses deep
     nesting, otherwise. orjson is the stricter of the two in every other respect."""

@@ -19,6 +19,7 @@ import re
 import resource
 import select
 import signal
+import struct
 import sys
 import time
 from dataclasses import dataclass, field
@@ -30,12 +31,17 @@ from grader.sandbox import kernel
 from grader.sandbox.child import PROGRESS, Harness, mark_progress, warm_up
 from grader.sandbox.isolation import Isolation, IsolationConfig, Limits, SandboxSetupFailed
 from grader.sandbox.protocol import (
+    LOG_RESERVE,
+    MAX_HEADER_BYTES,
+    RESULTS_LOG,
     ArraysTooLarge,
     MessageReader,
     ProtocolError,
     arena,
     expected_values,
     forward_message,
+    parse_header,
+    untrusted_loads,
     write_message,
 )
 
@@ -60,6 +66,7 @@ class ChildOutcome:
     failure: dict[str, Any] | None = None
     function: str | None = None
     import_failed: bool = False
+    answered: int = 0  # calls this child answered before it ended
 
 
 class Zygote:
@@ -74,7 +81,7 @@ class Zygote:
         kernel.prctl(kernel.PR_SET_CHILD_SUBREAPER, 1)
         self.layers = self.isolation.prepare_zygote()
         self.progress = mmap.mmap(-1, mmap.PAGESIZE)  # shared with each child across fork
-        self.relay_arena = relay_arena(Limits().max_output_bytes)
+        self.results_log = results_log(Limits().max_output_bytes)  # shared too: a run's answers
         self.plan: tuple[list[dict[str, Any]], list[np.ndarray]] = ([], [])
         for name in config.get("preload", []):
             try:
@@ -114,20 +121,23 @@ class Zygote:
                         return
                     finally:
                         reader.wipe()
-                        self.wipe_relay()
                     self.send({"op": "done", "seconds": time.monotonic() - started})
         finally:
             self.isolation.close()
 
-    def wipe_relay(self) -> None:
-        self.relay_arena.madvise(mmap.MADV_DONTNEED, 0, len(self.relay_arena))
+    def wipe_log(self) -> None:
+        """Free what a run wrote to the log: the pages read as zeros to the next run."""
+        (logged,) = RESULTS_LOG.unpack_from(self.results_log, 0)
+        used = min(len(self.results_log), RESULTS_LOG.size + logged)
+        self.results_log.madvise(mmap.MADV_REMOVE, 0, -(-used // mmap.PAGESIZE) * mmap.PAGESIZE)
 
     # -- one submission ---------------------------------------------------------------------------
 
     def run_job(self, job: dict[str, Any], arrays: list[np.ndarray]) -> None:
         limits = Limits(**job["limits"])
-        if limits.max_output_bytes > len(self.relay_arena):
-            self.relay_arena = relay_arena(limits.max_output_bytes)
+        if limits.max_output_bytes + LOG_RESERVE + RESULTS_LOG.size > len(self.results_log):
+            self.results_log.close()
+            self.results_log = results_log(limits.max_output_bytes)
             self.isolation.measure_address_space()
         calls: list[dict[str, Any]] = job["calls"]
         pending = set(range(len(calls)))
@@ -138,8 +148,10 @@ class Zygote:
         self.job_time_budget = submission_time_budget(limits, calls)
         self.job_deadline = time.monotonic() + self.job_time_budget
         budget = OutputBudget(limits.max_output_bytes, len({c["fn"] for c in calls}))
-        # A function's first crash or hang costs only the call it happened in (a function may fail
-        # on one input alone); a second one, every call of that function still to run.
+        # A crash or hang is charged to a call only when it was the first thing its process did (after
+        # one that answered other calls first, the call runs again in a fresh process: what ran before
+        # it may have caused it). The first charged failure of a function costs that call alone (a
+        # function may fail on one input only); a second one, every call of that function still to run.
         failed: set[int] = set()
         struck: set[str] = set()
         attempts = 0
@@ -163,19 +175,21 @@ class Zygote:
                 for index in sorted(pending):
                     self.send_error(index, outcome.failure)
                 return
-            if outcome.function is None or outcome.function in broken or attempts > len(calls):
+            if outcome.function is None or outcome.function in broken or attempts > 2 * len(calls) + 2:
                 for index in sorted(pending):
                     self.send_error(index, outcome.failure)
                 return
             index = self.current_call()
-            if (outcome.function not in struck and outcome.failure.get("type") not in ("output", "protocol")
-                    and index in pending and calls[index]["fn"] == outcome.function):
-                struck.add(outcome.function)
+            if outcome.failure.get("type") in ("output", "protocol") or not 0 <= index < len(calls):
+                broken[outcome.function] = outcome.failure  # a run's own words: its function is done
+            elif outcome.answered == 0 and calls[index]["fn"] == outcome.function:
                 failed.add(index)
-                pending.discard(index)
-                self.send_error(index, outcome.failure)
-                continue
-            broken[outcome.function] = outcome.failure
+                if index in pending:
+                    pending.discard(index)
+                    self.send_error(index, outcome.failure)
+                if outcome.function in struck:
+                    broken[outcome.function] = {**outcome.failure, "not_run": True}
+                struck.add(outcome.function)
 
     def run_child(
         self,
@@ -199,6 +213,7 @@ class Zygote:
         # the whole page, not just the counters: a run can write all of it, and the next run reads it
         self.progress[:] = bytes(len(self.progress))
         mark_progress(self.progress, 0, -1)
+        RESULTS_LOG.pack_into(self.results_log, 0, 0)
         self.isolation.before_run(limits)
         oom_before = self.isolation.oom_kills()
         pid = self.isolation.fork_run()
@@ -211,7 +226,7 @@ class Zygote:
                 write_message(write_fd, {"op": "sandboxed"})
                 # a run is short and memory-capped: collecting cycles every 700 allocations costs it 7%
                 gc.set_threshold(RUN_GC_THRESHOLD, 50, 100)
-                harness = Harness(child_job, arrays[1:], write_fd, self.progress)
+                harness = Harness(child_job, arrays[1:], write_fd, self.results_log, self.progress)
                 if harness.load(arrays[0].tobytes(), job.get("module", "submission"), job.get("forbidden", [])):
                     harness.run(start)
             except BaseException:  # noqa: BLE001
@@ -220,26 +235,103 @@ class Zygote:
         os.close(write_fd)
         reaped = None
         try:
-            outcome, reaped = self.relay(read_fd, pid, job, limits, pending, budget, oom_before)
+            try:
+                outcome, reaped = self.relay(read_fd, pid, job, limits, pending, oom_before)
+            finally:
+                os.close(read_fd)
+                if reaped is None:
+                    _kill_and_reap(pid)
+            if not outcome.import_failed:  # the run is gone: what it logged can be read whole
+                outcome = self.settle(outcome, reaped is not None, job["calls"], pending, budget, limits)
         finally:
-            os.close(read_fd)
-            if reaped is None:
-                _kill_and_reap(pid)
+            self.wipe_log()
             self.isolation.after_run()
         return outcome
 
+    def settle(
+        self, outcome: ChildOutcome, exited: bool, calls: list[dict[str, Any]], pending: set[int],
+        budget: OutputBudget, limits: Limits,
+    ) -> ChildOutcome:
+        """Forward what the run logged, and say how it ended: a breach in the log decides when the run
+        ended by itself, and a run that exited having answered every call ended well."""
+        answered, breach = self.collect(calls, pending, budget, limits)
+        if breach is not None and (outcome.failure is None or exited):
+            outcome = breach
+        elif exited and not pending:
+            outcome = ChildOutcome(None, outcome.function)
+        outcome.answered = answered
+        return outcome
+
+    def collect(
+        self, calls: list[dict[str, Any]], pending: set[int], budget: OutputBudget, limits: Limits
+    ) -> tuple[int, ChildOutcome | None]:
+        """Read the results log frame by frame, validating each as a frame from the wire, and forward
+        the good ones in one message. Returns how many calls were answered, and the breach (a
+        malformed frame, or output past a function's share) that stopped the reading, if any."""
+        (logged,) = RESULTS_LOG.unpack_from(self.results_log, 0)
+        view = memoryview(self.results_log)
+        end = RESULTS_LOG.size + min(logged, len(self.results_log) - RESULTS_LOG.size)
+        offset = RESULTS_LOG.size
+        results: list[dict[str, Any]] = []
+        specs: list[dict[str, Any]] = []
+        bodies: list[bytes] = []
+        breach = None
+        try:
+            while offset < end and breach is None:
+                if offset + 4 > end:
+                    raise ProtocolError("truncated frame")
+                (length,) = struct.unpack_from(">I", view, offset)
+                if length > MAX_HEADER_BYTES or offset + 4 + length > end:
+                    raise ProtocolError("truncated frame")
+                raw = bytes(view[offset + 4 : offset + 4 + length])  # one copy: the run is gone, but a
+                header, _, total = parse_header(raw, budget.left, untrusted_loads)  # grandchild might not be
+                body_start = offset + 4 + length
+                if header.get("op") != "results" or body_start + total > end:
+                    raise ProtocolError("unexpected frame")
+                clean = _clean_results(header.get("results"), header["arrays"], calls, pending)
+                if clean is None:
+                    raise ProtocolError("malformed result")
+                sizes = _bytes_by_function(clean, header["arrays"], calls)
+                over = budget.over(sizes)
+                if over is not None:
+                    breach = ChildOutcome(_output_breach(limits), over)
+                    break
+                budget.charge(sizes)
+                results += clean
+                specs += header["arrays"]
+                bodies.append(bytes(view[body_start : body_start + total]))
+                pending.difference_update(result["call"] for result in clean)
+                offset = body_start + total
+        except ArraysTooLarge as error:
+            # charged to the function whose results take it furthest past its share
+            clean = _clean_results(error.header.get("results"), error.header["arrays"], calls, pending)
+            over = budget.over(_bytes_by_function(clean, error.header["arrays"], calls)) if clean else None
+            breach = ChildOutcome(_output_breach(limits), over or self.current_function(calls))
+        except ProtocolError as error:
+            breach = ChildOutcome({"type": "protocol", "message": f"sent a malformed result ({error})"},
+                                  self.current_function(calls))
+        finally:
+            view.release()
+        if results:
+            try:
+                body = memoryview(b"".join(bodies))
+                forward_message(self.control_out, {"op": "results", "results": results}, specs, body)
+            except (TypeError, ProtocolError):  # what cannot be encoded is refused before a byte is written
+                pending.update(result["call"] for result in results)
+                return 0, ChildOutcome({"type": "protocol", "message": "sent a malformed result"},
+                                       self.current_function(calls))
+        return len(results), breach
+
     def relay(
-        self, read_fd: int, pid: int, job: dict[str, Any], limits: Limits, pending: set[int], budget: OutputBudget,
-        oom_before: int,
+        self, read_fd: int, pid: int, job: dict[str, Any], limits: Limits, pending: set[int], oom_before: int,
     ) -> tuple[ChildOutcome, Any]:
-        """Forward the child's results until it ends; a call running past its time limit is killed.
+        """Follow the child until it ends (its results go to the log; its pipe says only that it is
+        sandboxed and imported); a call running past its time limit is killed.
 
         Returns how the child ended, and its reaped status when it ended by itself.
         """
         calls = job["calls"]
-        # results are validated from their header and forwarded as bytes: no array objects needed here
-        reader = MessageReader(read_fd, max_array_bytes=budget.left, arena=self.relay_arena, split=False,
-                               untrusted=True)
+        reader = MessageReader(read_fd, max_array_bytes=0, split=False, untrusted=True)
         started = time.monotonic()
         poll = min(0.05, limits.time_limit / 10)
         seen_sequence = -1
@@ -268,12 +360,10 @@ class Zygote:
                 message = reader.read(min(now + poll, call_deadline, self.job_deadline))
             except TimeoutError:
                 continue
-            except ArraysTooLarge as error:
-                # charged to the function whose results take it furthest past its share: with results
-                # sent in batches, the function running when the batch went out may be another one
-                clean = _clean_results(error.header.get("results"), error.header["arrays"], calls, pending)
-                over = budget.over(_bytes_by_function(clean, error.header["arrays"], calls)) if clean else None
-                return ChildOutcome(_output_breach(limits), over or self.current_function(calls)), None
+            except ArraysTooLarge as error:  # arrays on the pipe, where none belong (results go to the log)
+                failure = (_output_breach(limits) if error.total > limits.max_output_bytes
+                           else {"type": "protocol", "message": "sent an unexpected message"})
+                return ChildOutcome(failure, self.current_function(calls)), None
             except ProtocolError as error:
                 failure = {"type": "protocol", "message": f"sent a malformed result ({error})"}
                 return ChildOutcome(failure, self.current_function(calls)), None
@@ -291,7 +381,7 @@ class Zygote:
                     failure = _memory_breach(limits)
                 if in_import:
                     return self.fail_import(pending, failure), reaped
-                return ChildOutcome(failure if pending else None, current), reaped
+                return ChildOutcome(failure, current), reaped  # settled once the log is read
             op = message.header.get("op")
             if not sandboxed:
                 if op != "sandboxed":
@@ -302,26 +392,6 @@ class Zygote:
                 call_deadline = time.monotonic() + limits.time_limit
             elif op == "import_error" and in_import:
                 return self.fail_import(pending, _clean_error(message.header.get("error"))), None
-            elif op == "results" and not in_import:
-                clean = _clean_results(message.header.get("results"), message.header["arrays"], calls, pending)
-                if clean is None:
-                    failure = {"type": "protocol", "message": "sent a malformed result"}
-                    return ChildOutcome(failure, self.current_function(calls)), None
-                sizes = _bytes_by_function(clean, message.header["arrays"], calls)
-                over = budget.over(sizes)
-                if over is not None:  # nothing of this batch goes on; its other calls run again
-                    return ChildOutcome(_output_breach(limits), over), None
-                assert message.body is not None
-                try:
-                    forward_message(self.control_out, {"op": "results", "results": clean},
-                                    message.header["arrays"], message.body)
-                except (TypeError, ProtocolError):  # what cannot be encoded is refused before a byte is written
-                    failure = {"type": "protocol", "message": "sent a malformed result"}
-                    return ChildOutcome(failure, self.current_function(calls)), None
-                budget.charge(sizes)
-                reader.max_array_bytes = budget.left
-                for result in clean:
-                    pending.discard(result["call"])
             else:
                 failure = {"type": "protocol", "message": "sent an unexpected message"}
                 return ChildOutcome(failure, self.current_function(calls)), None
@@ -391,11 +461,9 @@ def _output_breach(limits: Limits) -> dict[str, Any]:
     return {"type": "output", "message": f"sent more than its share of the {limits.max_output_bytes} bytes of results"}
 
 
-def relay_arena(size: int) -> mmap.mmap:
-    """Where a run's results pass through: not even mapped in the runs (nor copied at each fork)."""
-    space = arena(size)
-    space.madvise(mmap.MADV_DONTFORK)
-    return space
+def results_log(max_output_bytes: int) -> mmap.mmap:
+    """Shared memory for a run's results: its output limit, room for their headers, and the count."""
+    return mmap.mmap(-1, RESULTS_LOG.size + max_output_bytes + LOG_RESERVE)
 
 
 def submission_time_budget(limits: Limits, calls: list[dict[str, Any]]) -> float:
@@ -450,8 +518,8 @@ def _clean_results(
     clean = []
     seen: set[int] = set()
     for header in headers:
-        result = _clean_result(header, calls, pending - seen) if isinstance(header, dict) else None
-        if result is None:
+        result = _clean_result(header, calls, pending) if isinstance(header, dict) else None
+        if result is None or result["call"] in seen:  # one result per call
             return None
         seen.add(result["call"])
         clean.append(result)

@@ -1,7 +1,7 @@
 """Hostile: fc_forward writes a fake score to every stream and file descriptor it has.
 
 "score: 10" and a JSON report go to stdout, stderr and every descriptor from 0 to 1023, including the
-pipe its results travel on. Output is discarded, and the bytes in the result pipe are not a message:
+pipe the run reports on. Output is discarded, and the bytes in that pipe are not a message:
 fc_forward is marked broken ("sent a malformed result"); the rest scores normally.
 """
 import json

@@ -1,9 +1,10 @@
-"""Hostile: relu_forward forges well-formed protocol frames on its result pipe.
+"""Hostile: relu_forward forges well-formed protocol frames on the pipe its run reports on.
 
 It finds the pipe (the one descriptor above 2 it has) and writes frames that claim the run is done
-and that every call returned perfect results. A frame is checked against the calls still pending
-and the shapes of what they return; these are rejected ("sent a malformed result" or "an unexpected
-message"), so relu_forward is marked broken and the rest scores normally.
+and that every call returned perfect results. Results travel only through the run's results log,
+where each frame is checked against the calls still pending and the shapes of what they return; on
+the pipe they are "an unexpected message", so relu_forward is marked broken and the rest scores
+normally.
 """
 import json
 import os
