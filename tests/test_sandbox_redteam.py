@@ -628,3 +628,14 @@ def test_a_malformed_spec_after_an_oversized_one_is_the_runs_own_failure(one_zyg
     assert [p.score for p in report.problems] == [3, 2, 3, 0]
     assert report.errors == []
     assert one_zygote.grade(CORRECT.encode()).score == 10
+
+
+def test_the_results_log_carries_nothing_to_the_next_run(one_zygote: Grader) -> None:
+    """A run may write anywhere in its results log, past what its count claims."""
+    stash = "    _harness()[0].log[1 << 20 : (1 << 20) + 24] = b'SECRET-FROM-SUBMISSION-A'\n"
+    write = changed("def fc_forward(x, w, b):\n", "def fc_forward(x, w, b):\n" + stash, FIND_HARNESS)
+    assert one_zygote.grade(write).score == 10
+    peek = "    raise ValueError(repr(bytes(_harness()[0].log[1 << 20 : (1 << 20) + 24])))\n"
+    text = messages(one_zygote.grade(changed("def fc_forward(x, w, b):\n", "def fc_forward(x, w, b):\n" + peek,
+                                             FIND_HARNESS)))
+    assert "fc_forward raised ValueError: b'\\x00" in text and "SECRET" not in text
