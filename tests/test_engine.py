@@ -343,3 +343,4 @@ def test_calls_answered_before_the_submission_ran_out_of_time_keep_their_points(
 
 def messages_of(report: SubmissionReport) -> str:
     return " | ".join(c.message for p in report.problems for c in p.checks)
+

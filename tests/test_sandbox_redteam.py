@@ -639,3 +639,26 @@ def test_the_results_log_carries_nothing_to_the_next_run(one_zygote: Grader) -> 
     text = messages(one_zygote.grade(changed("def fc_forward(x, w, b):\n", "def fc_forward(x, w, b):\n" + peek,
                                              FIND_HARNESS)))
     assert "fc_forward raised ValueError: b'\\x00" in text and "SECRET" not in text
+
+
+def test_an_empty_array_with_a_huge_shape_is_the_runs_own_failure(one_zygote: Grader) -> None:
+    """A result array of shape (0, 2**62, 4) holds no bytes, so every size check passed, and numpy
+    then refused to make it in the grader: a traceback, and every later job on that zygote failed."""
+    attack = """    harness, _ = _harness()
+    if not harness.skip:  # once: forge the answer of the last pending call, with the right value count
+        call = max(i for i in range(len(harness.calls)) if harness.calls[i]["fn"] != "relu_forward")
+        count = 1 if harness.calls[call].get("perturb") else len(harness.calls[call]["send"])
+        result = {"call": call, "status": "ok", "values": [{"kind": "array"}] * count}
+        body = _json.dumps({"op": "results", "results": [result],
+                            "arrays": [{"dtype": "f8", "shape": [0, 2 ** 62, 4]}] * count}).encode()
+        frame = _struct.pack(">I", len(body)) + body
+        start = 8 + harness.logged
+        harness.log[start : start + len(frame)] = frame
+        harness.logged += len(frame)
+        _struct.pack_into("<Q", harness.log, 0, harness.logged)
+        harness.skip.add(call)
+"""
+    report = one_zygote.grade(changed("def relu_forward(x):\n", "def relu_forward(x):\n" + attack, FIND_HARNESS))
+    assert report.errors == []
+    assert "relu_forward sent a malformed result" in messages(report)
+    assert one_zygote.grade(CORRECT.encode()).score == 10

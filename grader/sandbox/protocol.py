@@ -24,6 +24,9 @@ import orjson
 
 MAX_HEADER_BYTES = 256 * 1024
 MAX_DIMS = 8
+# The most elements an array's shape may describe with its zero-length axes counted as 1: numpy
+# refuses to even make an empty array whose other axes multiply past its index range.
+MAX_SHAPE_SPAN = 1 << 40
 MAX_ARRAYS = 4096
 IOV_BATCH = 512  # buffers per writev call (the kernel takes at most IOV_MAX = 1024)
 # A run's results log: shared memory the run appends one frame per result to, after this count of
@@ -118,9 +121,9 @@ def write_message(fd: int, header: dict[str, Any], arrays: list[np.ndarray] | tu
     _write_all(fd, [_frame(header, specs), *blobs])
 
 
-def forward_message(fd: int, header: dict[str, Any], specs: list[dict[str, Any]], body: memoryview) -> None:
+def forward_message(fd: int, header: dict[str, Any], specs: list[dict[str, Any]], *bodies: memoryview) -> None:
     """Send a new header with array bytes already validated elsewhere, without copying them."""
-    _write_all(fd, [_frame(header, specs), body])
+    _write_all(fd, [_frame(header, specs), *bodies])
 
 
 class MessageReader:
@@ -182,7 +185,11 @@ class MessageReader:
             if count == 0:
                 raise ProtocolError("truncated message")
             self._got += count
-        message = Message(self._header, self._split_arrays(self._body) if self.split else [], self._body)
+        try:
+            arrays = self._split_arrays(self._body) if self.split else []
+        except ValueError as error:  # a shape numpy refuses (the peer is then replaced, not read on)
+            raise ProtocolError(f"bad array shape ({error})") from None
+        message = Message(self._header, arrays, self._body)
         self._head = bytearray()
         self._length = None
         self._header = None
@@ -256,11 +263,14 @@ def parse_header(
         shape = spec.get("shape")
         if type(shape) is not list or len(shape) > MAX_DIMS:
             raise ProtocolError("bad array shape")
-        count = 1
+        count = span = 1
         for n in shape:
             if type(n) is not int or n < 0:  # exact type: no bools, no floats
                 raise ProtocolError("bad array shape")
             count *= n
+            span *= max(n, 1)
+        if count == 0 and span > MAX_SHAPE_SPAN:  # (a non-empty one is caught by its size)
+            raise ProtocolError("bad array shape")
         total += count * dtype.itemsize
         sizes.append((dtype, count, shape))
     if total > max_array_bytes:  # after every spec is checked: the sender's share is read from them

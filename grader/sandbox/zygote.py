@@ -147,10 +147,11 @@ class Zygote:
         self.job_time_budget = submission_time_budget(limits, calls)
         self.job_deadline = time.monotonic() + self.job_time_budget
         budget = OutputBudget(limits.max_output_bytes, len({c["fn"] for c in calls}))
-        # A crash or hang is charged to a call only when it was the first thing its process did (after
-        # one that answered other calls first, the call runs again in a fresh process: what ran before
-        # it may have caused it). The first charged failure of a function costs that call alone (a
-        # function may fail on one input only); a second one, every call of that function still to run.
+        # A crash is charged to a call only when it was the first thing its process did (after one that
+        # answered other calls first, the call runs again in a fresh process: what ran before it may
+        # have caused it). A hang is charged at once: running it again would cost the submission
+        # another call limit of its time. The first charged failure of a function costs that call
+        # alone (a function may fail on one input only); a second one, every call of it still to run.
         failed: set[int] = set()
         struck: set[str] = set()
         attempts = 0
@@ -181,7 +182,9 @@ class Zygote:
             index = self.current_call()
             if outcome.failure.get("type") in ("output", "protocol") or not 0 <= index < len(calls):
                 broken[outcome.function] = outcome.failure  # a run's own words: its function is done
-            elif outcome.answered == 0 and calls[index]["fn"] == outcome.function:
+            elif calls[index]["fn"] == outcome.function and (
+                outcome.answered == 0 or outcome.failure.get("type") == "timeout"
+            ):
                 failed.add(index)
                 if index in pending:
                     pending.discard(index)
@@ -273,7 +276,8 @@ class Zygote:
         offset = RESULTS_LOG.size
         results: list[dict[str, Any]] = []
         specs: list[dict[str, Any]] = []
-        bodies: list[bytes] = []
+        # slices of the log itself: copies would stay in this process's heap, which later runs inherit
+        bodies: list[memoryview] = []
         breach = None
         try:
             while offset < end and breach is None:
@@ -298,27 +302,28 @@ class Zygote:
                 budget.charge(sizes)
                 results += clean
                 specs += header["arrays"]
-                bodies.append(bytes(view[body_start : body_start + total]))
+                bodies.append(view[body_start : body_start + total])
                 pending.difference_update(result["call"] for result in clean)
                 offset = body_start + total
         except ArraysTooLarge as error:
             # charged to the function whose results take it furthest past its share
             clean = _clean_results(error.header.get("results"), error.header["arrays"], calls, pending)
             over = budget.over(_bytes_by_function(clean, error.header["arrays"], calls)) if clean else None
-            breach = ChildOutcome(_output_breach(limits), over or self.current_function(calls))
+            breach = ChildOutcome(_output_breach(limits), over or _writing(calls, pending))
         except ProtocolError as error:
             breach = ChildOutcome({"type": "protocol", "message": f"sent a malformed result ({error})"},
-                                  self.current_function(calls))
+                                  _writing(calls, pending))
+        try:
+            if results:
+                forward_message(self.control_out, {"op": "results", "results": results}, specs, *bodies)
+        except (TypeError, ProtocolError):  # what cannot be encoded is refused before a byte is written
+            pending.update(result["call"] for result in results)
+            return 0, ChildOutcome({"type": "protocol", "message": "sent a malformed result"},
+                                   self.current_function(calls))
         finally:
+            for body in bodies:
+                body.release()
             view.release()
-        if results:
-            try:
-                body = memoryview(b"".join(bodies))
-                forward_message(self.control_out, {"op": "results", "results": results}, specs, body)
-            except (TypeError, ProtocolError):  # what cannot be encoded is refused before a byte is written
-                pending.update(result["call"] for result in results)
-                return 0, ChildOutcome({"type": "protocol", "message": "sent a malformed result"},
-                                       self.current_function(calls))
         return len(results), breach
 
     def relay(
@@ -454,6 +459,12 @@ def _bytes_by_function(
             if value["kind"] == "array":
                 by_function[name] = by_function.get(name, 0) + next(sizes)
     return by_function
+
+
+def _writing(calls: list[dict[str, Any]], pending: set[int]) -> str | None:
+    """The function that was running when a frame was written: calls run, and log their results,
+    in order, so it is the first call the frames before it left unanswered."""
+    return calls[min(pending)]["fn"] if pending else None
 
 
 def _output_breach(limits: Limits) -> dict[str, Any]:
