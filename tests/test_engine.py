@@ -344,3 +344,11 @@ def test_calls_answered_before_the_submission_ran_out_of_time_keep_their_points(
 def messages_of(report: SubmissionReport) -> str:
     return " | ".join(c.message for p in report.problems for c in p.checks)
 
+
+
+def test_a_gradient_check_left_unrun_by_two_hangs_says_it_did_not_run(short_limits: Grader):
+    """Its message once claimed the nudged calls had run out of time."""
+    report = short_limits.grade(variant("    out = x.dot(w) + b\n", "    while x.size >= 25:\n        pass\n"
+                                        "    out = x.dot(w) + b\n"))
+    assert check(report, 1, "gradient check").message.startswith(
+        "not run, because fc_forward did not return within 0.5 s on two other calls"), messages_of(report)
