@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from grader.engine.grading import Grader
+from grader.engine.report import SubmissionReport
 from grader.sandbox.isolation import Limits
 from tests.conftest import EXAMPLES
 from tests.sandbox_support import (
@@ -409,25 +410,8 @@ def probe():
 ], ids=["value-count", "empty", "not-results", "nested", "length", "count"])
 def test_forged_frames_in_the_results_log_are_the_runs_own_failure(one_zygote: Grader, forged: str) -> None:
     """The log is the run's own memory: whatever it writes there is read as a frame from the wire."""
-    helpers = FIND_HARNESS + """
-
-def _log_raw(harness, frame):
-    start = 8 + harness.logged
-    harness.log[start : start + len(frame)] = frame
-    harness.logged += len(frame)
-    _struct.pack_into("<Q", harness.log, 0, harness.logged)
-
-
-def _log_frame(harness, header):
-    body = _json.dumps({**header, "arrays": []}).encode()
-    _log_raw(harness, _struct.pack(">I", len(body)) + body)
-"""
-    attack = f"    harness, index = _harness()\n    {forged}\n"
-    report = one_zygote.grade(changed("def l2_regularization(w, reg):\n", "def l2_regularization(w, reg):\n" + attack,
-                                      helpers))
-    assert [p.score for p in report.problems] == [3, 2, 3, 0]
+    report = l2_attacked(one_zygote, f"    harness, index = _harness()\n    {forged}\n")
     assert "l2_regularization sent a malformed result" in check_message(report, 4)
-    assert report.errors == []
 
 
 def test_a_previously_good_value_count_is_checked_per_call() -> None:
@@ -535,10 +519,27 @@ def _harness():
     return harness, index
 
 
-def _raw(fd, header):
-    body = _json.dumps(header).encode()
-    _os.write(fd, _struct.pack(">I", len(body)) + body)
+def _log_raw(harness, frame):
+    # appended to the run's results log, as the harness appends its own frames
+    start = 8 + harness.logged
+    harness.log[start : start + len(frame)] = frame
+    harness.logged += len(frame)
+    _struct.pack_into("<Q", harness.log, 0, harness.logged)
+
+
+def _log_frame(harness, header):
+    body = _json.dumps({"arrays": [], **header}).encode()
+    _log_raw(harness, _struct.pack(">I", len(body)) + body)
 """
+
+
+def l2_attacked(grader: Grader, attack: str) -> SubmissionReport:
+    """A correct file whose l2_regularization runs `attack` first: everything else must keep its points."""
+    report = grader.grade(changed("def l2_regularization(w, reg):\n", "def l2_regularization(w, reg):\n" + attack,
+                                  FIND_HARNESS))
+    assert [p.score for p in report.problems] == [3, 2, 3, 0]
+    assert report.errors == []
+    return report
 
 
 def changed(old: str, new: str, prelude: str = "") -> bytes:
@@ -550,15 +551,10 @@ def test_integers_too_large_to_forward_are_the_runs_own_failure(one_zygote: Grad
     """A forged error result with a 2**64 line number, and brackets enough that the standard parser
     reads it (it takes integers of any size, which orjson then cannot forward): once, that killed
     the zygote twice and scored the submission 0."""
-    attack = """    harness, index = _harness()
-    harness.flush()
-    _raw(harness.result_fd, {"op": "results", "arrays": [], "results": [{"call": index, "status": "error",
-         "error": {"type": "ValueError", "message": "[" * 950, "line": 2 ** 64}}]})
-"""
-    report = one_zygote.grade(changed("def l2_regularization(w, reg):\n", "def l2_regularization(w, reg):\n" + attack,
-                                      FIND_HARNESS))
-    assert [p.score for p in report.problems] == [3, 2, 3, 0]
-    assert report.errors == []
+    l2_attacked(one_zygote, """    harness, index = _harness()
+    _log_frame(harness, {"op": "results", "results": [{"call": index, "status": "error",
+               "error": {"type": "ValueError", "message": "[" * 950, "line": 2 ** 64}}]})
+""")
     assert one_zygote.grade(CORRECT.encode()).score == 10
 
 
@@ -618,15 +614,11 @@ def test_the_shared_progress_page_carries_nothing_to_the_next_run(one_zygote: Gr
 def test_a_malformed_spec_after_an_oversized_one_is_the_runs_own_failure(one_zygote: Grader) -> None:
     """The reader stopped checking specs at the first one over the budget, and the zygote then read
     the unchecked ones to find who to charge: a spec that was not a dict killed it."""
-    attack = """    harness, index = _harness()
+    l2_attacked(one_zygote, """    harness, index = _harness()
     two = [{"kind": "array"}, {"kind": "array"}]  # loss and grad_w: as many values as the call returns
-    _raw(harness.result_fd, {"op": "results", "results": [{"call": index, "status": "ok", "values": two}],
-         "arrays": [{"dtype": "f8", "shape": [10 ** 9]}, 5]})
-"""
-    report = one_zygote.grade(changed("def l2_regularization(w, reg):\n", "def l2_regularization(w, reg):\n" + attack,
-                                      FIND_HARNESS))
-    assert [p.score for p in report.problems] == [3, 2, 3, 0]
-    assert report.errors == []
+    _log_frame(harness, {"op": "results", "results": [{"call": index, "status": "ok", "values": two}],
+               "arrays": [{"dtype": "f8", "shape": [10 ** 9]}, 5]})
+""")
     assert one_zygote.grade(CORRECT.encode()).score == 10
 
 
@@ -649,13 +641,8 @@ def test_an_empty_array_with_a_huge_shape_is_the_runs_own_failure(one_zygote: Gr
         call = max(i for i in range(len(harness.calls)) if harness.calls[i]["fn"] != "relu_forward")
         count = 1 if harness.calls[call].get("perturb") else len(harness.calls[call]["send"])
         result = {"call": call, "status": "ok", "values": [{"kind": "array"}] * count}
-        body = _json.dumps({"op": "results", "results": [result],
-                            "arrays": [{"dtype": "f8", "shape": [0, 2 ** 62, 4]}] * count}).encode()
-        frame = _struct.pack(">I", len(body)) + body
-        start = 8 + harness.logged
-        harness.log[start : start + len(frame)] = frame
-        harness.logged += len(frame)
-        _struct.pack_into("<Q", harness.log, 0, harness.logged)
+        _log_frame(harness, {"op": "results", "results": [result],
+                             "arrays": [{"dtype": "f8", "shape": [0, 2 ** 62, 4]}] * count})
         harness.skip.add(call)
 """
     report = one_zygote.grade(changed("def relu_forward(x):\n", "def relu_forward(x):\n" + attack, FIND_HARNESS))
