@@ -10,6 +10,7 @@ submission sent lingers in the zygote's heap for the next submission to find.
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import os
 import select
@@ -263,13 +264,12 @@ def parse_header(
         shape = spec.get("shape")
         if type(shape) is not list or len(shape) > MAX_DIMS:
             raise ProtocolError("bad array shape")
-        count = span = 1
+        count = 1
         for n in shape:
             if type(n) is not int or n < 0:  # exact type: no bools, no floats
                 raise ProtocolError("bad array shape")
             count *= n
-            span *= max(n, 1)
-        if count == 0 and span > MAX_SHAPE_SPAN:  # (a non-empty one is caught by its size)
+        if count == 0 and math.prod(n or 1 for n in shape) > MAX_SHAPE_SPAN:  # a non-empty one: by its size
             raise ProtocolError("bad array shape")
         total += count * dtype.itemsize
         sizes.append((dtype, count, shape))

@@ -437,9 +437,13 @@ class OutputBudget:
 
     def over(self, sizes: dict[str, int]) -> str | None:
         """The function these result bytes would take furthest past its share, if any."""
-        excess = {name: self.sent.get(name, 0) + size - self.share for name, size in sizes.items()}
-        worst = max(excess, key=excess.__getitem__, default=None)
-        return worst if worst is not None and excess[worst] > 0 else None
+        share = self.share
+        worst, furthest = None, 0
+        for name, size in sizes.items():
+            excess = self.sent.get(name, 0) + size - share
+            if excess > furthest:
+                worst, furthest = name, excess
+        return worst
 
     def charge(self, sizes: dict[str, int]) -> None:
         for name, size in sizes.items():
@@ -455,9 +459,8 @@ def _bytes_by_function(
     by_function: dict[str, int] = {}
     for result in clean:
         name = calls[result["call"]]["fn"]
-        for value in result.get("values", []):
-            if value["kind"] == "array":
-                by_function[name] = by_function.get(name, 0) + next(sizes)
+        size = sum(next(sizes) for value in result.get("values", ()) if value["kind"] == "array")
+        by_function[name] = by_function.get(name, 0) + size
     return by_function
 
 
@@ -504,6 +507,8 @@ def small_int(value: Any, low: int = -(2**31), high: int = 2**31) -> bool:
     return type(value) is int and low <= value < high
 
 
+_VALUE_KINDS = frozenset(("array", "none", "invalid"))
+_LOW_PRECISIONS = frozenset(("float16", "float32"))
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ud800-\udfff]")
 
 
@@ -541,7 +546,7 @@ def _clean_results(
 
 def _clean_result(header: dict[str, Any], calls: list[dict[str, Any]], pending: set[int]) -> dict[str, Any] | None:
     index = header.get("call")
-    if not isinstance(index, int) or isinstance(index, bool) or index not in pending:
+    if type(index) is not int or index not in pending:  # exact type: no bools
         return None
     status = header.get("status")
     if status == "error":
@@ -550,15 +555,18 @@ def _clean_result(header: dict[str, Any], calls: list[dict[str, Any]], pending: 
         return None
     values = header.get("values")
     wanted = expected_values(calls[index])
-    if not isinstance(values, list) or len(values) != wanted or wanted > MAX_VALUES_PER_CALL:
+    if type(values) is not list or len(values) != wanted or wanted > MAX_VALUES_PER_CALL:
         return None
     clean_values = []
     for value in values:
-        if not isinstance(value, dict) or value.get("kind") not in ("array", "none", "invalid"):
+        kind = value.get("kind") if type(value) is dict else None
+        if type(kind) is not str or kind not in _VALUE_KINDS:  # (a set: unhashable kinds must not reach it)
             return None
-        clean = {"kind": value["kind"], "message": clean_text(value.get("message", ""), 300)}
-        if value.get("precision") in ("float16", "float32"):
-            clean["precision"] = value["precision"]
+        message = value.get("message")
+        clean = {"kind": kind, "message": "" if message is None else clean_text(message, 300)}
+        precision = value.get("precision")
+        if type(precision) is str and precision in _LOW_PRECISIONS:
+            clean["precision"] = precision
         clean_values.append(clean)
     mutated = header.get("mutated", [])
     if not isinstance(mutated, list) or not all(small_int(m, 0, MAX_VALUES_PER_CALL) for m in mutated):
