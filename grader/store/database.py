@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -86,10 +87,17 @@ class Database:
         self.url = normalize_url(url)
         self.engine = make_engine(self.url)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # Every SQLite transaction takes the write lock (BEGIN IMMEDIATE). Threads of this process queue
+        # for it here, woken the moment it is free; SQLite's own busy handler would have them sleep and
+        # poll (1, 2, 5, 10 ... 100 ms), which under load left grading threads asleep beside a free lock.
+        # Other processes still wait through busy_timeout. Reentrant, so a nested session fails as before
+        # (on SQLite's timeout), not by a deadlock here.
+        sqlite = self.engine.dialect.name == "sqlite"
+        self._writer: AbstractContextManager[Any] = threading.RLock() if sqlite else nullcontext()
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        with self.sessions() as session, session.begin():
+        with self._writer, self.sessions() as session, session.begin():
             yield session
 
     def dispose(self) -> None:

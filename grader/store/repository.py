@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, func, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -71,15 +72,23 @@ def insert_unless_present(session: Session, table: Table, values: dict[str, Any]
     """
     dialect = session.get_bind().dialect.name
     if dialect in ("sqlite", "postgresql"):
-        insert = sqlite_insert if dialect == "sqlite" else postgresql_insert
-        result = session.execute(insert(table).values(**values).on_conflict_do_nothing())
+        result = session.execute(_insert_or_nothing(dialect, table), values)
         return bool(result.rowcount)  # type: ignore[attr-defined]
     try:
         with session.begin_nested():
-            session.execute(table.insert().values(**values))
+            session.execute(table.insert(), values)
     except IntegrityError:
         return False
     return True
+
+
+@functools.cache
+def _insert_or_nothing(dialect: str, table: Table) -> Any:
+    """Built once per table: the values travel as execution parameters, so SQLAlchemy reuses its
+    compiled form instead of building and coercing a new statement for every row (the hot path of a
+    single-file grade writes three rows)."""
+    insert = sqlite_insert if dialect == "sqlite" else postgresql_insert
+    return insert(table).on_conflict_do_nothing()
 
 
 def put_blob(session: Session, content: bytes) -> str:
@@ -120,17 +129,27 @@ def create_submission(session: Session, new: NewSubmission, *, callback_url: str
 
 
 def create_claimed(session: Session, new: NewSubmission) -> ClaimedWork:
-    """One file stored and claimed in the same transaction, for grading it right away."""
+    """One file stored and claimed in the same transaction, for grading it right away (one INSERT
+    of the row as it stands once claimed, without the ORM's unit of work: this is every
+    `POST /api/v1/grade`)."""
     assert new.source is not None
-    submission = _add_submission(session, new, None, None)
-    submission.state = RUNNING
-    submission.attempts = 1
-    session.flush()
+    digest = put_blob(session, new.source)
+    now = utcnow()
+    result = session.execute(
+        insert(_table(Submission)),
+        {
+            "batch_id": None, "student": new.student, "name": new.name, "late": new.late, "attempt": new.attempt,
+            "warnings": list(new.warnings), "origin": new.origin, "intake_status": new.intake_status,
+            "detail": new.detail, "source_sha256": digest, "state": RUNNING, "generation": 1, "attempts": 1,
+            "callback_url": None, "created_at": now, "updated_at": now,
+        },
+    )
+    (submission_id,) = result.inserted_primary_key  # type: ignore[attr-defined]
     return ClaimedWork(
-        submission_id=submission.id,
+        submission_id=submission_id,
         batch_id=None,
-        generation=submission.generation,
-        student=submission.student,
+        generation=1,
+        student=new.student,
         source=new.source,
         attempts=1,
     )
@@ -224,10 +243,7 @@ def record_result(session: Session, work: ClaimedWork, report: dict[str, Any]) -
     if not inserted:
         return False
     current = session.execute(
-        update(Submission)
-        .where(Submission.id == work.submission_id, Submission.generation == work.generation)
-        .values(state=GRADED, error=None, updated_at=utcnow())
-        .execution_options(synchronize_session=False)
+        _MARK_GRADED, {"id_": work.submission_id, "generation_": work.generation, "updated_at": utcnow()}
     )
     # a regrade may have started a newer generation meanwhile: this result is then history only
     if current.rowcount and work.callback_url:  # type: ignore[attr-defined]
@@ -244,6 +260,15 @@ def record_result(session: Session, work: ClaimedWork, report: dict[str, Any]) -
             },
         )
     return True
+
+
+# Core, built once: the current generation of a submission marked graded (rowcount 0 once a regrade
+# has started a newer one). The ORM's objects in the session are not refreshed, as before.
+_MARK_GRADED = (
+    update(_table(Submission))
+    .where(_table(Submission).c.id == bindparam("id_"), _table(Submission).c.generation == bindparam("generation_"))
+    .values(state=GRADED, error=None)
+)
 
 
 def record_failure(session: Session, work: ClaimedWork, error: str, *, final: bool) -> None:
