@@ -11,6 +11,7 @@ import pytest
 
 from grader.engine.assignment import Assignment, AssignmentError, load_assignment
 from grader.engine.grading import Grader
+from grader.engine.policy import ParsedSource, parse_source
 from grader.engine.report import SubmissionReport
 from grader.sandbox.isolation import Limits
 from tests.conftest import EXAMPLES
@@ -260,6 +261,21 @@ def test_a_crash_on_one_input_costs_only_the_checks_of_that_input(short_limits: 
     report = short_limits.grade(variant("    out = np.maximum(0, x)\n", crash))
     assert [p.score for p in report.problems] == [3, 1, 3, 2]
     assert "relu_forward crashed with a segmentation fault" in check(report, 2, "forward").message
+
+
+def test_a_hang_is_charged_at_once_and_a_crash_after_other_answers_runs_again_first(short_limits: Grader):
+    """How many sandboxed processes a failure takes (the grades are the two tests' above). A hang is
+    charged at once: running it again would cost the submission another time limit, so the second
+    process carries on after it (once, a hang ran again in a fresh process first: three). A crash
+    in a process that had answered other calls may have been caused by them, so the call runs again
+    first in a fresh process, where it crashes again and is charged; a third carries on."""
+    hang = variant("    out = np.maximum(0, x)\n", "    while x.ndim == 1:\n        pass\n    out = np.maximum(0, x)\n")
+    segfault = "    if x.ndim == 1:\n        import ctypes\n        ctypes.string_at(0)\n"
+    crash = variant("    out = np.maximum(0, x)\n", segfault + "    out = np.maximum(0, x)\n")
+    for source, processes in ((CORRECT.encode(), 1), (hang, 2), (crash, 3)):
+        parsed = parse_source(source, "layers.py")
+        assert isinstance(parsed, ParsedSource)
+        assert short_limits.run(parsed.code).processes == processes
 
 
 def test_a_gradient_checks_time_limit_covers_its_calls_together_and_says_so(short_limits: Grader):

@@ -55,6 +55,7 @@ class RunResult:
     calls: list[CallResult]
     import_error: dict[str, Any] | None
     seconds: float
+    processes: int = 1  # sandboxed processes the submission took (a crash or hang ends one; the rest run in another)
 
 
 @dataclass
@@ -169,7 +170,8 @@ class ZygoteProcess:
                 for header in message.header["results"]:
                     results[header["call"]] = _call_result(header, remaining, job.calls[header["call"]])
         missing = CallResult(ok=False, error={"type": "lost", "message": "no result came back"})
-        return RunResult([r or missing for r in results], import_error, float(message.header.get("seconds", 0.0)))
+        return RunResult([r or missing for r in results], import_error, float(message.header.get("seconds", 0.0)),
+                         int(message.header.get("processes", 1)))
 
     def close(self) -> None:
         try:

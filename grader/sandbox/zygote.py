@@ -72,6 +72,7 @@ class ChildOutcome:
 class Zygote:
     job_deadline = float("inf")
     job_time_budget = float("inf")  # seconds: the submission time budget of the job running now
+    processes = 0  # processes the job running now has taken so far
 
     def __init__(self, control_in: int, control_out: int, config: dict[str, Any]) -> None:
         self.control_in = control_in
@@ -114,6 +115,7 @@ class Zygote:
                 elif message.header.get("op") == "run":
                     started = time.monotonic()
                     calls, inputs = self.plan
+                    self.processes = 0
                     try:
                         self.run_job({**message.header, "calls": calls}, [message.arrays[0], *inputs])
                     except SandboxSetupFailed as error:
@@ -121,7 +123,7 @@ class Zygote:
                         return
                     finally:
                         reader.wipe()
-                    self.send({"op": "done", "seconds": time.monotonic() - started})
+                    self.send({"op": "done", "seconds": time.monotonic() - started, "processes": self.processes})
         finally:
             self.isolation.close()
 
@@ -219,6 +221,7 @@ class Zygote:
         self.isolation.before_run(limits)
         oom_before = self.isolation.oom_kills()
         pid = self.isolation.fork_run()
+        self.processes += 1
         if pid == 0:  # pragma: no cover - runs in the child
             code = 0
             try:
