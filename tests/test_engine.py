@@ -278,6 +278,17 @@ def test_a_hang_is_charged_at_once_and_a_crash_after_other_answers_runs_again_fi
         assert short_limits.run(parsed.code).processes == processes
 
 
+def test_a_submission_can_use_tempfile_in_its_scratch(grader: Grader):
+    """TMPDIR names the run's scratch, and tempfile finds it there: once, tempfile kept the folder the
+    zygote had looked up for itself (outside the sandbox's reach), and such a file scored 0."""
+    scratch = ("import tempfile\n"
+               "with tempfile.TemporaryDirectory() as _folder, tempfile.NamedTemporaryFile(dir=_folder) as _f:\n"
+               "    _f.write(b'notes')\n"
+               "_fd, _path = tempfile.mkstemp()\n")
+    report = grader.grade((scratch + CORRECT).encode())
+    assert report.score == 10, report.errors
+
+
 def test_a_gradient_checks_time_limit_covers_its_calls_together_and_says_so(short_limits: Grader):
     """The per-call limit covers the 24 nudged calls of the ReLU gradient check together (each one
     with a limit of its own let one slow check use up the whole submission's time), and the message

@@ -55,6 +55,7 @@ import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -543,6 +544,16 @@ class Isolation:
         a run half a millisecond."""
         self.address_space = _address_space_bytes()
 
+    def set_run_environment(self) -> None:
+        """Point HOME, TMPDIR and MPLCONFIGDIR at the runs' scratch, as the runs see it, once in the
+        zygote (its runs inherit them; setting them in each run cost it 30 page copies). Called after
+        the zygote's own imports, which must not find them."""
+        scratch = self.scratch_in_root if self.layers["new_root"] else self.scratch
+        if scratch:
+            for name in ("HOME", "TMPDIR", "MPLCONFIGDIR"):
+                os.environ[name] = scratch
+            tempfile.tempdir = None  # found again from TMPDIR by a run that asks (the zygote asked before)
+
     def before_run(self, limits: Limits) -> None:
         """Ready the cgroups and the scratch for the next run's limits."""
         if self.cgroups is not None:
@@ -598,12 +609,7 @@ class Isolation:
         _apply_rlimits(limits, self.address_space)
         if self.layers["new_root"]:
             os.chroot(NEW_ROOT)
-        if scratch:
-            os.chdir(scratch)
-            for name in ("HOME", "TMPDIR", "MPLCONFIGDIR"):
-                os.environ[name] = scratch
-        else:
-            os.chdir("/")
+        os.chdir(scratch or "/")  # HOME and TMPDIR name it already (set_run_environment)
         if self.layers["unprivileged_uid"]:
             uid = self.config.uid
             os.setgroups([])

@@ -89,6 +89,7 @@ class Zygote:
                 importlib.import_module(name)
             except Exception as error:  # noqa: BLE001 - a missing optional package is reported, not fatal
                 print(f"zygote: could not preload {name}: {error}", file=sys.stderr)
+        self.isolation.set_run_environment()
         self.isolation.measure_address_space()
 
     def send(self, header: dict[str, Any], arrays: list[np.ndarray] | None = None) -> None:
