@@ -3,7 +3,8 @@
 Starts `grader serve` on a free loopback port with a fresh data folder, warms it up, then sends
 2,000 requests from 8 client threads. Every request is a distinct file (the bundled correct
 submission plus a unique comment), so each one is stored and graded in the sandbox for real.
-Prints p50/p90/p99/max latency, errors, throughput and the service's memory (RSS) before and after.
+Prints p50/p90/p99/max latency, errors, throughput and the service's memory (RSS) before, at each
+quarter of the run, and after.
 
     python benchmarks/service_latency.py [--requests 2000] [--clients 8] [--json results.json]
 """
@@ -54,6 +55,11 @@ def children(pid: int) -> list[int]:
     except OSError:
         return []
     return [int(p) for p in text.split()]
+
+
+def sample_rss(pid: int, samples: list[float], done: threading.Event) -> None:
+    while not done.wait(0.5):
+        samples.append(rss_mb(pid))
 
 
 def start_server(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
@@ -136,7 +142,15 @@ def main() -> None:
             service_cpu_start, sandbox_cpu_start = process_cpu(server.pid)[0], sandbox_cpu(server.pid)
             client_cpu_start = sum(os.times()[:2])
             started = time.perf_counter()
-            latencies, errors, grading = run_clients(url, args.requests, args.clients, offset=args.warmup)
+            sampling = threading.Event()
+            samples: list[float] = []  # the service's RSS every half second: flat, or still growing?
+            sampler = threading.Thread(target=sample_rss, args=(server.pid, samples, sampling))
+            sampler.start()
+            try:
+                latencies, errors, grading = run_clients(url, args.requests, args.clients, offset=args.warmup)
+            finally:
+                sampling.set()
+                sampler.join()
             wall = time.perf_counter() - started
             client_cpu = sum(os.times()[:2]) - client_cpu_start  # these 8 clients share the 2 cores
             service_cpu = process_cpu(server.pid)[0] - service_cpu_start
@@ -164,6 +178,8 @@ def main() -> None:
         "load_average_1min": round(os.getloadavg()[0], 2),
         "service_rss_mb_start": round(rss_start, 1),
         "service_rss_mb_end": round(rss_end, 1),
+        "service_rss_mb_by_quarter": [round(samples[min(len(samples) - 1, len(samples) * q // 4)], 1)
+                                      for q in (1, 2, 3, 4)] if samples else [],
         "zygotes_rss_mb_start": round(zygotes_start, 1),
         "zygotes_rss_mb_end": round(zygotes_end, 1),
         "cpus": os.cpu_count(),
