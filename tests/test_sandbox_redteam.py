@@ -225,20 +225,44 @@ def probe():
 
 
 def test_no_trace_of_the_previous_submission_in_memory() -> None:
-    """The next run inherits the zygote's memory: the previous source must not be anywhere in it.
-
-    The probe reads every readable page near its heap, its Python objects and its mappings (mincore
-    finds them, a pipe tells readable from guard pages), looking for the previous source's marker.
-    It knows only the marker's hash, so its own memory never holds the marker.
-    """
-    secret = f"{os.getpid():08d}{time.monotonic_ns():020d}"
-    marker = "MARKERq" + secret
+    """The next run inherits the zygote's memory: the previous source must not be anywhere in it."""
+    marker = _marker()
     filler = "# a long comment, so that the marker lies beyond where the next source will be written\n" * 1500
     previous = CORRECT.replace("import numpy as np", f"import numpy as np\n{filler}# {marker}", 1)
-    digest = hashlib.sha256(marker.encode()).hexdigest()
     with Grader(workers=1, limits=Limits(time_limit=20.0)) as grader:
         assert grader.grade(previous.encode()).score == 10
-        result = run_probe(grader, f"""
+        result = run_probe(grader, _memory_scan(marker))
+    assert result["scanned_mb"] >= 20, result  # it really did read the inherited heap and arenas
+    assert result["hits"] == 0, result
+
+
+def test_no_trace_of_the_previous_submissions_results_in_memory() -> None:
+    """Nor its answers: the zygote forwards them from the results log, which is freed after the run,
+    without copying them into its own heap (once, 24 copies of a run's arrays stayed there). The
+    previous submission returns the marker's bytes as the float64 array of every relu_forward call
+    (its source holds the marker reversed, so that only its answers can leave the marker behind)."""
+    marker = _marker()
+    as_floats = f"np.frombuffer(({marker[::-1]!r}[::-1] * 8).encode(), dtype=np.float64).copy()"
+    previous = CORRECT.replace("def relu_forward(x):\n", f"def relu_forward(x):\n    return {as_floats}, x\n", 1)
+    with Grader(workers=1, limits=Limits(time_limit=20.0)) as grader:
+        assert grader.grade(previous.encode()).problems[1].score < 2  # its arrays did cross
+        result = run_probe(grader, _memory_scan(marker))
+    assert result["scanned_mb"] >= 20, result
+    assert result["hits"] == 0, result
+
+
+def _marker() -> str:
+    """A string no run has seen before; 32 bytes (a whole number of float64s)."""
+    return "MARKERq" + f"{os.getpid():08d}{time.monotonic_ns():017d}"[-25:]
+
+
+def _memory_scan(marker: str) -> str:
+    """A probe that reads every readable page near its heap, its Python objects and its mappings
+    (mincore finds them, a pipe tells readable from guard pages), counting copies of `marker`. It
+    knows only the marker's hash, so its own memory never holds the marker."""
+    digest = hashlib.sha256(marker.encode()).hexdigest()
+    length = len(marker)
+    return f"""
 import hashlib
 
 PAGE = mmap.PAGESIZE
@@ -273,6 +297,10 @@ def region(address, limit=1 << 18):
 
 def starts():
     seen = [ctypes.addressof(ctypes.create_string_buffer(64)), ctypes.addressof(ctypes.create_string_buffer(1 << 20))]
+    # the C heap (malloc's, where numpy keeps small arrays' data): numpy arrays are not among gc's objects
+    libc.malloc.restype = ctypes.c_void_p
+    libc.malloc.argtypes = [ctypes.c_size_t]
+    seen += [libc.malloc(64), libc.malloc(8192), np.empty(16).ctypes.data, np.empty(1000).ctypes.data]
     for item in gc.get_objects()[::50]:
         seen.append(id(item))
     for item in gc.get_objects():
@@ -284,7 +312,7 @@ def starts():
 
 
 def probe():
-    prefix, length = b"MARK" + b"ERq", {len(marker)}
+    prefix, length = b"MARK" + b"ERq", {length}
     read_end, write_end = os.pipe()
     regions, hits, scanned = [], 0, 0
     for address in starts():
@@ -310,9 +338,7 @@ def probe():
                     at = chunk.find(prefix, at + 1)
             block += readable if readable == size else readable + PAGE
     return {{"hits": hits, "scanned_mb": scanned >> 20}}
-""")
-    assert result["scanned_mb"] >= 20, result  # it really did read the inherited heap and arenas
-    assert result["hits"] == 0, result
+"""
 
 
 def test_a_closed_result_pipe_does_not_stall_the_zygote(one_zygote: Grader) -> None:
