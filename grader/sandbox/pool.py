@@ -84,7 +84,7 @@ def _zygote_env() -> dict[str, str]:
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(grader.__file__)))
     env = {
         "PATH": "/usr/bin:/bin",
-        "HOME": "/tmp",  # noqa: S108 - a run's own scratch; each run overrides it
+        "HOME": "/tmp",  # noqa: S108 - the zygote points it at its runs' scratch once it has started
         "LANG": "C.UTF-8",
         "PYTHONPATH": package_parent,
         "PYTHONDONTWRITEBYTECODE": "1",

@@ -463,8 +463,9 @@ def _bytes_by_function(
     by_function: dict[str, int] = {}
     for result in clean:
         name = calls[result["call"]]["fn"]
-        size = sum(next(sizes) for value in result.get("values", ()) if value["kind"] == "array")
-        by_function[name] = by_function.get(name, 0) + size
+        for value in result.get("values", []):
+            if value["kind"] == "array":  # only functions with arrays, in the order of their first: ties
+                by_function[name] = by_function.get(name, 0) + next(sizes)  # go to the earliest of them
     return by_function
 
 
