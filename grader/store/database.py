@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+BUSY_SECONDS = 30  # how long a SQLite writer waits for the write lock before "database is locked"
 
 
 class DatabaseError(Exception):
@@ -44,7 +45,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_SECONDS * 1000}")
     cursor.close()
     # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin (see _sqlite_begin).
     dbapi_connection.isolation_level = None
@@ -71,7 +72,7 @@ def make_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **_JSON_CODEC)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": BUSY_SECONDS}, **_JSON_CODEC)
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
@@ -100,15 +101,28 @@ class Database:
         # Every SQLite transaction takes the write lock (BEGIN IMMEDIATE). Threads of this process queue
         # for it here, woken the moment it is free; SQLite's own busy handler would have them sleep and
         # poll (1, 2, 5, 10 ... 100 ms), which under load left grading threads asleep beside a free lock.
-        # Other processes still wait through busy_timeout. Reentrant, so a nested session fails as before
-        # (on SQLite's timeout), not by a deadlock here.
-        sqlite = self.engine.dialect.name == "sqlite"
-        self._writer: AbstractContextManager[Any] = threading.RLock() if sqlite else nullcontext()
+        # Other processes still wait through busy_timeout.
+        self._writers = threading.RLock() if self.engine.dialect.name == "sqlite" else None
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        with self._writer, self.sessions() as session, session.begin():
+        with self._writer_turn(), self.sessions() as session, session.begin():
             yield session
+
+    @contextmanager
+    def _writer_turn(self) -> Iterator[None]:
+        """This thread's turn at SQLite's write lock. Waited for as long as SQLite itself would wait;
+        past that, SQLite's busy handler decides (and says "database is locked"), as before. Reentrant:
+        a nested session fails on SQLite's timeout, not by a deadlock here."""
+        if self._writers is None:
+            yield
+            return
+        acquired = self._writers.acquire(timeout=BUSY_SECONDS)
+        try:
+            yield
+        finally:
+            if acquired:
+                self._writers.release()
 
     def dispose(self) -> None:
         self.engine.dispose()
