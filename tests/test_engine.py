@@ -211,6 +211,25 @@ def test_grade_many_keeps_order_and_reports_progress(grader: Grader):
     assert sorted(seen) == [1, 2, 3, 4, 5, 6]
 
 
+def test_grade_many_stops_at_an_error_without_grading_the_rest(grader: Grader, monkeypatch: pytest.MonkeyPatch):
+    """An error (here in the progress callback; Ctrl-C the same) stops the files not yet started: once,
+    every remaining file of the class was graded before the error came out."""
+    graded: list[str] = []
+    grade = grader.grade
+
+    def counted(source: bytes, student: str | None = None) -> SubmissionReport:
+        graded.append(student or "")
+        return grade(source, student)
+
+    def fail(done: int, total: int, report: SubmissionReport) -> None:
+        raise RuntimeError("the TA's terminal went away")
+
+    monkeypatch.setattr(grader, "grade", counted)
+    with pytest.raises(RuntimeError, match="terminal went away"):
+        grader.grade_many([(f"s{i}", CORRECT.encode()) for i in range(12)], progress=fail)
+    assert len(graded) <= 2 * grader.pool.size  # the first report, and what was running beside it
+
+
 def test_a_latin1_file_with_a_coding_line_is_read_as_python_reads_it(grader: Grader):
     source = ("# -*- coding: latin-1 -*-\n# Auteur : Renée\n" + CORRECT).encode("latin-1")
     report = grader.grade(source)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import grader
@@ -175,17 +175,53 @@ class Grader:
         sources: list[tuple[str, bytes]],
         progress: Callable[[int, int, SubmissionReport], None] | None = None,
     ) -> list[SubmissionReport]:
-        """Grade (student, source) pairs on every zygote at once, in input order."""
-        done = 0
+        """Grade (student, source) pairs on every zygote at once; the reports come back in input order.
+
+        One thread per zygote takes the next pair whenever it is free. `progress` is called as each
+        report comes in, one call at a time (from those threads). An error in grading, or Ctrl-C,
+        stops the pairs not yet started: those already running finish, then it is raised here.
+        """
         results: list[SubmissionReport | None] = [None] * len(sources)
-        with ThreadPoolExecutor(max_workers=self.pool.size) as executor:
-            futures = {executor.submit(self.grade, source, student): i for i, (student, source) in enumerate(sources)}
-            for future in as_completed(futures):
-                report = future.result()
-                results[futures[future]] = report
-                done += 1
-                if progress is not None:
-                    progress(done, len(sources), report)
+        lock = threading.Lock()
+        queue = iter(enumerate(sources))
+        done = 0
+        stopped: list[BaseException] = []
+
+        def work() -> None:
+            nonlocal done
+            while True:
+                with lock:
+                    item = None if stopped else next(queue, None)
+                if item is None:
+                    return
+                index, (student, source) = item
+                try:
+                    report = self.grade(source, student)
+                    with lock:
+                        results[index] = report
+                        done += 1
+                        if progress is not None and not stopped:
+                            progress(done, len(sources), report)
+                except BaseException as error:  # noqa: BLE001 - raised again in the caller's thread
+                    with lock:
+                        stopped.append(error)
+                    return
+
+        workers = [threading.Thread(target=work, daemon=True) for _ in range(min(self.pool.size, len(sources)))]
+        for worker in workers:
+            worker.start()
+        try:
+            for worker in workers:
+                while worker.is_alive():
+                    worker.join(0.2)  # in short waits: Ctrl-C reaches this thread
+        except BaseException as interrupt:
+            with lock:
+                stopped.append(interrupt)
+            for worker in workers:
+                worker.join()
+            raise
+        if stopped:
+            raise stopped[0]
         return [r for r in results if r is not None]
 
     def close(self) -> None:
