@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,9 +11,11 @@ from pathlib import Path
 import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
 from grader.engine.grading import Grader
 from grader.service.jobs import GradeWork, GradingJobs
+from grader.store import database as database_module
 from grader.store import repository
 from grader.store.database import Database, alembic_config, migrate, normalize_url, open_database
 from grader.store.models import Blob, Submission
@@ -44,6 +47,56 @@ def test_same_bytes_are_stored_once(database: Database) -> None:
         assert session.scalar(select(func.count()).select_from(Blob)) == 2
         shas = [session.get(Submission, i).source_sha256 for i in ids]  # type: ignore[union-attr]
     assert shas[0] == shas[1] != shas[2]
+
+
+def test_a_report_stored_with_infinity_is_still_read(database: Database) -> None:
+    """The standard encoder wrote a non-finite `measured` (a gradient check whose difference
+    overflowed) as Infinity, which orjson does not read: such rows must still load (once, the
+    submission, its batch and its exports answered 500), and new ones store null."""
+    (submission_id,) = add_batch(database, ["correct.py"])
+    with database.session() as session:
+        work = repository.claim(session, submission_id)
+        assert work is not None
+        repository.record_result(session, work, {"score": 9.5, "max_score": 10.0, "measured": float("inf")})
+    with database.engine.begin() as connection:
+        stored = connection.exec_driver_sql("SELECT report FROM results").scalar_one()
+        assert stored == '{"score":9.5,"max_score":10.0,"measured":null}'
+        connection.exec_driver_sql(
+            "UPDATE results SET report = ?", ('{"score": 9.5, "max_score": 10.0, "measured": Infinity}',))
+    with database.session() as session:
+        submission = session.get(Submission, submission_id)
+        assert submission is not None
+        result = repository.current_result(submission)
+        assert result is not None and result.report["measured"] == float("inf")
+
+
+def test_a_writer_waits_for_the_write_lock_no_longer_than_sqlite_would(database: Database,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A thread waiting behind another of its process's transactions gives up after SQLite's own
+    busy timeout with SQLite's own error (once, it could wait that long twice: on this process's lock,
+    then in SQLite's busy handler)."""
+    monkeypatch.setattr(database_module, "BUSY_SECONDS", 0.2)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with database.session():
+            holding.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    holding.wait(10)
+    started = time.monotonic()
+    try:
+        with pytest.raises(OperationalError, match="database is locked"), database.session():
+            pass
+        waited = time.monotonic() - started
+    finally:
+        release.set()
+        holder.join()
+    assert 0.2 <= waited < 5
+    with database.session() as session:  # the lock is free again
+        assert session.scalar(select(func.count()).select_from(Blob)) == 0
 
 
 def test_a_work_item_run_twice_grades_once(database: Database, grader: Grader) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +16,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
@@ -61,9 +64,18 @@ def _json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-# JSON columns (a report is one) through orjson: the same text for what they hold (str keys, no NaN:
-# reports are dumped in pydantic's JSON mode), in a fraction of the time of the standard encoder
-_JSON_CODEC: dict[str, Any] = {"json_serializer": _json_dumps, "json_deserializer": orjson.loads}
+def _json_loads(text: str | bytes) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:  # NaN or Infinity, which the standard encoder wrote before orjson
+        return json.loads(text)
+
+
+# JSON columns (a report is one) through orjson, in a fraction of the time of the standard encoder.
+# The same values for what they hold (str keys; a non-finite float, such as the `measured` of a
+# gradient check whose difference overflowed, is stored as null where `json` wrote Infinity, which
+# PostgreSQL refused); rows written before are still read.
+_JSON_CODEC: dict[str, Any] = {"json_serializer": _json_dumps, "json_deserializer": _json_loads}
 
 
 def make_engine(url: str) -> Engine:
@@ -111,18 +123,18 @@ class Database:
 
     @contextmanager
     def _writer_turn(self) -> Iterator[None]:
-        """This thread's turn at SQLite's write lock. Waited for as long as SQLite itself would wait;
-        past that, SQLite's busy handler decides (and says "database is locked"), as before. Reentrant:
-        a nested session fails on SQLite's timeout, not by a deadlock here."""
+        """This thread's turn at SQLite's write lock, waited for as long as SQLite itself would wait
+        before "database is locked" (the same error then). Reentrant: a nested session fails on
+        SQLite's timeout, not by a deadlock here."""
         if self._writers is None:
             yield
             return
-        acquired = self._writers.acquire(timeout=BUSY_SECONDS)
+        if not self._writers.acquire(timeout=BUSY_SECONDS):
+            raise OperationalError("BEGIN IMMEDIATE", {}, sqlite3.OperationalError("database is locked"))
         try:
             yield
         finally:
-            if acquired:
-                self._writers.release()
+            self._writers.release()
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -70,6 +70,9 @@ def insert_unless_present(session: Session, table: Table, values: dict[str, Any]
     One statement (ON CONFLICT DO NOTHING) on SQLite and PostgreSQL, so a concurrent duplicate
     neither fails the transaction nor costs a savepoint.
     """
+    unknown = values.keys() - table.c.keys()
+    if unknown:  # execution parameters that name no column would be dropped without a word
+        raise ValueError(f"{table.name} has no column {', '.join(sorted(unknown))}")
     dialect = session.get_bind().dialect.name
     if dialect in ("sqlite", "postgresql"):
         result = session.execute(_insert_or_nothing(dialect, table), values)
@@ -132,7 +135,7 @@ def create_claimed(session: Session, new: NewSubmission) -> ClaimedWork:
     """One file stored and claimed in the same transaction, for grading it right away (one INSERT
     of the row as it stands once claimed, without the ORM's unit of work: this is every
     `POST /api/v1/grade`)."""
-    assert new.source is not None
+    assert new.source is not None and new.intake_status == "ok", "only a gradable file is claimed"
     digest = put_blob(session, new.source)
     now = utcnow()
     result = session.execute(
