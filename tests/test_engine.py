@@ -332,6 +332,37 @@ def test_a_backward_given_the_documented_cache_says_so_when_it_fails(grader: Gra
     assert "it was given the documented cache (x, w, b), because your fc_forward did not return a usable one" in message
 
 
+def test_a_forward_that_forgets_its_cache_leaves_a_correct_backward_its_points(grader: Grader):
+    """`return out` instead of `return out, cache`: the forward's checks fail, and the backward is
+    given the documented cache (once, it was given row 1 of `out` and blamed for it)."""
+    fc = grader.grade(variant("    cache = (x, w, b)\n    return out, cache\n", "    return out\n"))
+    assert [p.score for p in fc.problems] == [1.5, 2, 3, 2]
+    assert check(fc, 1, "forward").message.startswith("fc_forward must return a tuple (out, cache)")
+    assert check(fc, 1, "grad_x").passed and "documented cache" in check(fc, 1, "grad_x").message
+    relu = grader.grade(variant("    cache = x\n    return out, cache\n", "    cache = x\n    return out\n"))
+    assert [p.score for p in relu.problems] == [3, 0.5, 3, 2], messages_of(relu)
+    assert check(relu, 2, "backward").passed
+
+
+def test_a_forward_that_refills_one_buffer_passes_its_gradient_check(grader: Grader):
+    """Each nudged output is copied as it comes back, as CS231n's own checker does (`f(x).copy()`):
+    once, 24 references to one refilled buffer made the gradient look zero ("relu_forward ignores x")."""
+    buffered = ("    out = _buffers.setdefault(x.shape, np.empty(x.shape))\n"
+                "    np.maximum(x, 0, out=out)\n")
+    report = grader.grade(b"_buffers = {}\n" + variant("    out = np.maximum(0, x)\n", buffered))
+    assert report.score == 10, messages_of(report)
+
+
+def test_the_command_line_a_submission_sees_is_its_own(grader: Grader):
+    """A module-level argparse (a student's script mode) parses `layers.py` alone: once, the
+    zygote's own command line (with the grader's install path) made it exit, and the file scored 0."""
+    script = ("import argparse, sys\n"
+              "assert sys.argv == ['layers.py'], sys.argv\n"
+              "ARGS = argparse.ArgumentParser().parse_args()\n")
+    report = grader.grade((script + CORRECT).encode())
+    assert report.score == 10, report.errors
+
+
 def test_float32_results_are_told_to_compute_in_float64(grader: Grader):
     """float32 falls short of the tolerance: the hint names the precision, not a wrong formula."""
     single = "    out = x.astype(np.float32).dot(w.astype(np.float32)) + b.astype(np.float32)\n"

@@ -124,6 +124,7 @@ class Harness:
     def load(self, code: bytes, module_name: str, forbidden: list[str]) -> bool:
         """Run the module the trusted side compiled (`code`, marshalled) as the submission's import."""
         sys.meta_path.insert(0, ForbiddenImportBlocker(forbidden))
+        sys.argv[:] = [self.filename]  # as if the file were run; not the zygote's own command line
         compiled = marshal.loads(code)  # noqa: S302 - bytes the trusted grader made, read by the sandbox
         self.begin(-1)  # from here on, the student's code runs
         module = types.ModuleType(module_name)
@@ -213,7 +214,10 @@ class Harness:
             return tuple(p[0] for p in parts), any(p[1] for p in parts)
         if "from" in spec:
             value = self.produce(spec["from"])
-            if value is not None:
+            arity = self.calls[spec["from"]].get("arity")
+            # a forward that returned no tuple of its arity (`return out`, the cache forgotten) has no
+            # cache to give: indexing it would hand the backward a row of `out`
+            if value is not None and (arity is None or (isinstance(value, tuple | list) and len(value) == arity)):
                 try:
                     return value[spec["index"]] if spec.get("index") is not None else value, False
                 except Exception:  # noqa: BLE001, S110 - a malformed return falls back like a failure
@@ -247,20 +251,24 @@ class Harness:
         nudged = nudged_copies(bases[position], spec["offsets"])
         function = self.function(call["fn"])
         self.begin(index)  # the per-call time limit covers all the nudged calls together
-        outputs = []
         precisions: set[str] = set()
-        for row in nudged:
+        stacked: np.ndarray | None = None
+        for k, row in enumerate(nudged):
             # fresh copies for every call: a function that changes its inputs must not skew the next
             args = [b.copy() if i != position and isinstance(b, np.ndarray) else b for i, b in enumerate(bases)]
             args[position] = row.copy()
             value = self.call_student(function, args)
             picked = value if call.get("arity") is None else self.unpack(call, value)[output]
-            outputs.append(self.as_float_array(picked, name))
+            result = self.as_float_array(picked, name)
+            if stacked is None:
+                stacked = np.empty((len(nudged), *result.shape))
+            elif result.shape != stacked.shape[1:]:
+                raise CallFailed({"type": "shape", "message": f"{call['fn']} returned {name} of varying shapes"})
+            # copied as it comes back: a function may hand back the same buffer every time, refilled
+            stacked[k] = result
             precisions.add(low_precision(picked) or "")
-        shapes = {o.shape for o in outputs}
-        if len(shapes) > 1:
-            raise CallFailed({"type": "shape", "message": f"{call['fn']} returned {name} of varying shapes"})
-        stacked = np.stack(outputs) if outputs else np.zeros((0,))
+        if stacked is None:
+            stacked = np.zeros((0,))
         described: dict[str, Any] = {"kind": "array"}
         precisions.discard("")
         if precisions:
