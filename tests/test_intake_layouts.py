@@ -46,6 +46,35 @@ def test_a_students_zip_finds_layers_py_at_any_depth_and_ignores_junk(tmp_path: 
     assert submission.warnings == []
 
 
+def test_a_students_project_with_scripts_beside_its_package_is_one_student(tmp_path: Path) -> None:
+    """`src/layers.py` with train.py and test_layers.py beside it: the scripts import the layers
+    module, so they are this student's, not two more students (once, hank vanished from the class
+    table and `src`, `train` and `test_layers` appeared in it)."""
+    hank = write_zip(tmp_path / "hank.zip", {
+        "hw5/src/layers.py": CORRECT,
+        "hw5/train.py": "from src.layers import fc_forward, relu_forward\n\nprint(fc_forward)\n",
+        "hw5/test_layers.py": "import numpy as np\nimport layers\n\n\ndef test_fc():\n    assert layers\n",
+        "hw5/README.txt": "run train.py",
+    })
+    alice = write_zip(tmp_path / "alice.zip", {"layers.py": CORRECT})
+    intake = read_inputs([alice, hank])
+    found = [(s.key, s.source, s.warnings) for s in intake.submissions]
+    assert found == [("alice", CORRECT, []), ("hank", CORRECT, [])]
+    assert read_inputs([hank]).layout == "student"
+
+
+def test_a_class_of_student_named_files_tells_no_one_they_misnamed_it(tmp_path: Path) -> None:
+    """`<student>.py` is a documented way to name files in a class folder: no student is told that
+    no layers.py was submitted (once, every one of them was)."""
+    root = tmp_path / "class"
+    root.mkdir()
+    (root / "Zoë Müller.py").write_bytes(CORRECT)
+    (root / "bob.py").write_bytes(KEEPDIMS)
+    intake = read_inputs([root])
+    assert intake.layout == "students"
+    assert {s.key: s.warnings for s in intake.submissions} == {"Zoë Müller": [], "bob": []}
+
+
 def test_several_copies_prefer_neuralnet_then_the_shallowest_with_a_warning(tmp_path: Path) -> None:
     path = write_zip(tmp_path / "a.zip", {
         "layers.py": STARTER,
