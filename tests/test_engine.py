@@ -353,6 +353,20 @@ def test_a_forward_that_refills_one_buffer_passes_its_gradient_check(grader: Gra
     assert report.score == 10, messages_of(report)
 
 
+def test_file_names_the_submissions_own_file(grader: Grader):
+    """As in any import, `__file__` is an absolute path to the file itself: `os.chdir(os.path.dirname(
+    __file__))`, `open(__file__)` and `inspect.getsource` work (once, `__file__` was a bare name that
+    existed nowhere, and each of these scored 0)."""
+    idioms = ("import hashlib, inspect, os\n"
+              "os.chdir(os.path.dirname(__file__))\n"
+              "with open(__file__, 'rb') as _own:\n"
+              "    DIGEST = hashlib.md5(_own.read()).hexdigest()\n"
+              "assert os.path.isabs(__file__) and os.path.basename(__file__) == 'layers.py', __file__\n")
+    source = idioms + CORRECT + "\nassert 'def softmax_loss' in inspect.getsource(softmax_loss)\n"
+    report = grader.grade(source.encode())
+    assert report.score == 10, report.errors
+
+
 def test_the_command_line_a_submission_sees_is_its_own(grader: Grader):
     """A module-level argparse (a student's script mode) parses `layers.py` alone: once, the
     zygote's own command line (with the grader's install path) made it exit, and the file scored 0."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import errno
 import importlib.abc
+import importlib.util
+import linecache
 import marshal
 import mmap
 import os
@@ -85,6 +87,7 @@ class Harness:
         self.broken = set(job.get("broken", []))
         self.failed = set(job.get("failed", []))  # calls that crashed or hung in an earlier process
         self.memory_limit_mb = job.get("memory_limit_mb")
+        self.own_scratch = bool(job.get("own_file"))
         self.module: types.ModuleType | None = None
         # call index -> (returned value, failed?) of producer calls run in this process
         self.produced: dict[int, tuple[Any, bool]] = {}
@@ -121,14 +124,15 @@ class Harness:
         self.logged += len(frame)
         RESULTS_LOG.pack_into(self.log, 0, self.logged)
 
-    def load(self, code: bytes, module_name: str, forbidden: list[str]) -> bool:
+    def load(self, code: bytes, module_name: str, forbidden: list[str], source: bytes = b"") -> bool:
         """Run the module the trusted side compiled (`code`, marshalled) as the submission's import."""
         sys.meta_path.insert(0, ForbiddenImportBlocker(forbidden))
         sys.argv[:] = [self.filename]  # as if the file were run; not the zygote's own command line
         compiled = marshal.loads(code)  # noqa: S302 - bytes the trusted grader made, read by the sandbox
+        where = self.own_file(source)
         self.begin(-1)  # from here on, the student's code runs
         module = types.ModuleType(module_name)
-        module.__file__ = self.filename
+        module.__file__ = where
         sys.modules[module_name] = module
         try:
             exec(compiled, module.__dict__)  # noqa: S102 - running the submission is this module's purpose
@@ -137,9 +141,41 @@ class Harness:
             self.send({"op": "import_error", "error": self.describe(error)})
             return False
         self.stay_the_run()
+        self.forget_own_file(where)
         self.module = module
         self.send({"op": "imported"})
         return True
+
+    def own_file(self, source: bytes) -> str:
+        """Where `__file__` says the submission is: as in any import, an absolute path to the file
+        itself, in the scratch (the working directory), for `os.path.dirname(__file__)`,
+        `open(__file__)` at import time, and `inspect` (its lines are in `linecache` too). The file is
+        there while the module is imported, and gone before the first call: the scratch a call sees
+        is empty. Without a scratch, the bare name."""
+        if not self.own_scratch:
+            return self.filename
+        path = os.path.join(os.getcwd(), self.filename)
+        if not source:  # the trusted side sends it only to code that could look (it names __file__ or inspect)
+            return path
+        try:
+            lines = importlib.util.decode_source(source).splitlines(keepends=True)
+        except (SyntaxError, UnicodeDecodeError, LookupError):
+            lines = []
+        for name in (path, self.filename):  # __file__, and the name the code was compiled with
+            linecache.cache[name] = (len(source), None, lines, name)
+        try:
+            with open(path, "wb") as handle:
+                handle.write(source)
+        except OSError:
+            pass
+        return path
+
+    def forget_own_file(self, path: str) -> None:
+        if path != self.filename and path in linecache.cache:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
 
     def run(self, start: int) -> None:
         for index in range(start, len(self.calls)):

@@ -544,11 +544,16 @@ class Isolation:
         a run half a millisecond."""
         self.address_space = _address_space_bytes()
 
+    @property
+    def run_scratch(self) -> str:
+        """The runs' scratch folder as a run sees it (its working directory), or "" if there is none."""
+        return self.scratch_in_root if self.layers["new_root"] else self.scratch
+
     def set_run_environment(self) -> None:
         """Point HOME, TMPDIR and MPLCONFIGDIR at the runs' scratch, as the runs see it, once in the
         zygote (its runs inherit them; setting them in each run cost it 30 page copies). Called after
         the zygote's own imports, which must not find them."""
-        scratch = self.scratch_in_root if self.layers["new_root"] else self.scratch
+        scratch = self.run_scratch
         if scratch:
             for name in ("HOME", "TMPDIR", "MPLCONFIGDIR"):
                 os.environ[name] = scratch
@@ -603,7 +608,7 @@ class Isolation:
             kernel.unshare(self.run_namespaces)
             if self.run_namespaces & CLONE_NEWUTS:
                 socket.sethostname(RUN_HOSTNAME)
-        scratch = self.scratch_in_root if self.layers["new_root"] else self.scratch
+        scratch = self.run_scratch
         ruleset = self.landlock_ruleset
         _close_fds_except([*keep_fds, *([ruleset] if ruleset is not None else [])])
         _apply_rlimits(limits, self.address_space)

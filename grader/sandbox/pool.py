@@ -74,6 +74,7 @@ class Job:
     module: str = "submission"
     filename: str = "submission.py"
     forbidden: list[str] = field(default_factory=list)
+    source: bytes = b""  # the file as submitted: the run puts it in its scratch, where __file__ names it
 
 
 class ZygoteDied(Exception):
@@ -141,11 +142,12 @@ class ZygoteProcess:
             "forbidden": job.forbidden,
         }
         code = np.frombuffer(job.code, dtype=np.uint8)
+        source = np.frombuffer(job.source, dtype=np.uint8)
         try:
             if self.plan is None or self.plan[0] is not job.calls or self.plan[1] is not job.arrays:
                 write_message(self.write_fd, {"op": "plan", "calls": job.calls}, job.arrays)
                 self.plan = (job.calls, job.arrays)  # held, so their identity cannot be reused
-            write_message(self.write_fd, header, [code])
+            write_message(self.write_fd, header, [code, source])
         except (BrokenPipeError, OSError) as error:
             raise ZygoteDied(str(error)) from error
         results: list[CallResult | None] = [None] * len(job.calls)

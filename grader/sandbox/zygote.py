@@ -53,7 +53,7 @@ SIGNAL_NAMES = {
     signal.SIGILL: "crashed with an illegal instruction (SIGILL)",
     signal.SIGSYS: "made a forbidden system call (SIGSYS)",
 }
-# What a job message may hold: the compiled module (of at most 1 MB of source) and the plan's input arrays.
+# What a job message may hold: the compiled module and its source (at most 1 MB) and the plan's input arrays.
 JOB_ARENA_BYTES = 256 * 1024 * 1024
 MAX_VALUES_PER_CALL = 16
 RUN_GC_THRESHOLD = 50_000  # allocations between a run's garbage collections (Python's default: 700)
@@ -118,7 +118,7 @@ class Zygote:
                     calls, inputs = self.plan
                     self.processes = 0
                     try:
-                        self.run_job({**message.header, "calls": calls}, [message.arrays[0], *inputs])
+                        self.run_job({**message.header, "calls": calls}, [*message.arrays[:2], *inputs])
                     except SandboxSetupFailed as error:
                         self.send({"op": "sandbox_failed", "message": str(error)})
                         return
@@ -214,6 +214,7 @@ class Zygote:
             "skip": [i for i in range(start, len(job["calls"])) if i not in pending],
             "broken": sorted(broken),
             "failed": sorted(failed),  # a producer among them gives its consumers the documented fallback
+            "own_file": bool(self.isolation.run_scratch),  # the source goes into the scratch, if there is one
         }
         # the whole page, not just the counters: a run can write all of it, and the next run reads it
         self.progress[:] = bytes(len(self.progress))
@@ -232,8 +233,9 @@ class Zygote:
                 write_message(write_fd, {"op": "sandboxed"})
                 # a run is short and memory-capped: collecting cycles every 700 allocations costs it 7%
                 gc.set_threshold(RUN_GC_THRESHOLD, 50, 100)
-                harness = Harness(child_job, arrays[1:], write_fd, self.results_log, self.progress)
-                if harness.load(arrays[0].tobytes(), job.get("module", "submission"), job.get("forbidden", [])):
+                harness = Harness(child_job, arrays[2:], write_fd, self.results_log, self.progress)
+                module_code, module_source = arrays[0].tobytes(), arrays[1].tobytes()
+                if harness.load(module_code, job.get("module", "submission"), job.get("forbidden", []), module_source):
                     harness.run(start)
             except BaseException:  # noqa: BLE001
                 code = 70
