@@ -367,6 +367,15 @@ def test_file_names_the_submissions_own_file(grader: Grader):
     assert report.score == 10, report.errors
 
 
+def test_a_leftover_breakpoint_or_input_is_named_in_the_feedback(grader: Grader):
+    """The grader has no terminal: a debugger quits and input() reads nothing. The feedback says what
+    was left in the code, not only the exception's name."""
+    paused = grader.grade(variant("    out = np.maximum(0, x)\n", "    breakpoint()\n    out = np.maximum(0, x)\n"))
+    assert "a breakpoint() or pdb.set_trace() was left in the code" in check(paused, 2, "forward").message
+    asked = grader.grade(("name = input('your name: ')\n" + CORRECT).encode())
+    assert asked.score == 0 and "input() was left in the code" in asked.errors[0], asked.errors
+
+
 def test_the_command_line_a_submission_sees_is_its_own(grader: Grader):
     """A module-level argparse (a student's script mode) parses `layers.py` alone: once, the
     zygote's own command line (with the grader's install path) made it exit, and the file scored 0."""

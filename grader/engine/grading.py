@@ -13,7 +13,7 @@ from grader.engine.assignment import Assignment, load_assignment
 from grader.engine.plan import Plan, build_plan
 from grader.engine.policy import SourceProblem, find_forbidden_imports, parse_source
 from grader.engine.report import CheckResult, ProblemResult, SubmissionReport
-from grader.engine.scoring import LIMIT_KINDS, Scorer, describe_limit
+from grader.engine.scoring import LIMIT_KINDS, Scorer, describe_limit, why_no_terminal
 from grader.sandbox.isolation import Limits
 from grader.sandbox.pool import Job, RunResult, SandboxPool, ZygoteDied
 
@@ -125,7 +125,7 @@ class Grader:
             return f"{filename} could not be imported: {breach}"
         if kind in ("timeout", "exit", "crash", "killed", "protocol", "lost"):
             return f"{filename} could not be imported: it {message}"
-        return f"{filename} could not be imported: {kind}: {message}{at}"
+        return f"{filename} could not be imported: {kind}: {message}{at}{why_no_terminal(str(kind), str(message))}"
 
     def import_limits(self, error: dict[str, object]) -> list[str]:
         limit = LIMIT_KINDS.get(str(error.get("type")))

@@ -27,6 +27,15 @@ LIMIT_KINDS = {
 }
 
 
+def why_no_terminal(kind: str, message: str) -> str:
+    """What an exception means here when it comes from waiting for someone at a terminal."""
+    if kind == "BdbQuit":
+        return "; a breakpoint() or pdb.set_trace() was left in the code, and with no terminal the debugger quits"
+    if kind == "EOFError" and "reading a line" in message:
+        return "; input() was left in the code, and with no terminal nothing answers it"
+    return ""
+
+
 def describe_limit(kind: str, limits: Limits) -> str | None:
     """A limit breach in the words the feedback uses ("memory limit of 512 MB exceeded"), or None."""
     return {
@@ -286,7 +295,7 @@ class Scorer:
         line = error.get("line")
         at = f" (line {line})" if line else ""
         text = f": {message}" if message else ""
-        return f"{function} raised {kind}{text}{at}"
+        return f"{function} raised {kind}{text}{at}{why_no_terminal(kind, message)}"
 
     def note_mutations(self, function: Function, result: CallResult) -> None:
         for position in result.mutated:
