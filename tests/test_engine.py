@@ -230,6 +230,14 @@ def test_grade_many_stops_at_an_error_without_grading_the_rest(grader: Grader, m
     assert len(graded) <= 2 * grader.pool.size  # the first report, and what was running beside it
 
 
+def test_a_coding_line_whose_codec_refuses_the_file_scores_0_and_grading_goes_on(grader: Grader):
+    """`# coding: punycode` makes decoding raise a bare UnicodeError, which once escaped and stopped
+    the grading of the whole class with no report for anyone."""
+    reports = grader.grade_many([("odd", b"# coding: punycode\n" + CORRECT.encode()), ("ok", CORRECT.encode())])
+    assert [r.score for r in reports] == [0, 10]
+    assert "is not UTF-8 text (nor in the encoding its coding line declares)" in reports[0].errors[0]
+
+
 def test_a_latin1_file_with_a_coding_line_is_read_as_python_reads_it(grader: Grader):
     source = ("# -*- coding: latin-1 -*-\n# Auteur : Renée\n" + CORRECT).encode("latin-1")
     report = grader.grade(source)

@@ -63,6 +63,18 @@ def test_a_students_project_with_scripts_beside_its_package_is_one_student(tmp_p
     assert read_inputs([hank]).layout == "student"
 
 
+def test_a_students_file_that_imports_some_other_layers_module_is_still_a_student(tmp_path: Path) -> None:
+    """Only an import of the layers module from the archive's own folder (or by its bare name) makes
+    a file a script of the student beside it: `from keras.layers import Dense` in bob.py does not."""
+    root = tmp_path / "class"
+    (root / "alice").mkdir(parents=True)
+    (root / "alice" / "layers.py").write_bytes(CORRECT)
+    (root / "bob.py").write_bytes(b"from keras.layers import Dense\n" + KEEPDIMS)
+    intake = read_inputs([root])
+    assert intake.layout == "students"
+    assert sorted(s.key for s in intake.submissions) == ["alice", "bob"]
+
+
 def test_a_class_of_student_named_files_tells_no_one_they_misnamed_it(tmp_path: Path) -> None:
     """`<student>.py` is a documented way to name files in a class folder: no student is told that
     no layers.py was submitted (once, every one of them was)."""

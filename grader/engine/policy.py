@@ -89,7 +89,7 @@ def parse_source(source: bytes, filename: str, forbidden: list[str] | None = Non
     """
     try:
         text = decode_python_source(source)
-    except (UnicodeDecodeError, SyntaxError, LookupError):
+    except (UnicodeError, SyntaxError, LookupError):  # UnicodeError: a codec such as punycode refusing
         return SourceProblem(f"{filename} is not UTF-8 text (nor in the encoding its coding line declares)")
     if "\x00" in text:
         return SourceProblem(f"{filename} contains NUL bytes; it is not a Python source file")

@@ -76,7 +76,7 @@ def normalize(source: bytes) -> list[Token]:
                 text = tok.string
             tokens.append(Token(text, tok.start[0]))
             previous = tok
-    except (tokenize.TokenError, IndentationError, SyntaxError, UnicodeDecodeError):
+    except (tokenize.TokenError, IndentationError, SyntaxError, UnicodeError, LookupError):
         pass
     return tokens
 

@@ -37,6 +37,9 @@ from grader.intake.tree import (
 
 # The engine refuses larger sources anyway; reading more would only cost memory.
 MAX_SOURCE_BYTES = 1024 * 1024
+# Telling a student's scripts from a class's students: at most this many top-level files, their heads only.
+MAX_SCRIPTS_EXAMINED = 20
+SCRIPT_HEAD_BYTES = 16 * 1024
 # The starter keeps layers.py in neuralnet/: when a zip holds several copies, that one is the work.
 PREFERRED_FOLDER = "neuralnet"
 
@@ -116,8 +119,6 @@ class _Reader:
         suffix = re.escape(Path(filename).suffix)
         # layers (1).py, layers-2.py, layers copy.py: what downloads and file managers make of a name
         self.variant = re.compile(rf"^{stem}[ _-]*(\(\d+\)|\d+|copy|\(copy\))?{suffix}$", re.IGNORECASE)
-        self.importer = re.compile(rf"^[ \t]*(from[ \t]+[\w.]*\b{stem}[ \t]+import\b|import[ \t]+([\w.]*\.)?{stem}\b)",
-                                   re.MULTILINE)
 
     def read(self, paths: list[Path]) -> Intake:
         layouts: list[str] = []
@@ -215,31 +216,39 @@ class _Reader:
         if any(f.name.lower() == target for f in files) or PREFERRED_FOLDER in folders:
             return True
         units = 0
+        packages = []  # top-level folders holding the file to grade (a student's package, or a student)
         for folder in folders:
             prefix = folder + "/"
             if any(i.path.startswith(prefix) and (i.name.lower() == target or is_zip_name(i.path))
                    for i in container.items):
                 units += 1
-        # A script beside the student's package (train.py, main.py, test_layers.py) imports its layers
-        # module: it is that student's, where a class's <student>.py is a layers.py renamed. Read only
-        # until two students are certain.
-        for item in files:
+                if any(i.path.startswith(prefix) and i.name.lower() == target for i in container.items):
+                    packages.append(folder)
+        # A script beside a student's package (train.py, test_layers.py beside src/layers.py) imports
+        # that package's layers module: it is the same student's, where a class's <student>.py is a
+        # layers.py renamed. Only the head of a few files is read, and only until two students are certain.
+        scripts = [f for f in files if _is_unit_file(f.path, self.filename)]
+        examined = scripts[:MAX_SCRIPTS_EXAMINED] if packages else []
+        for item in scripts:
             if units >= 2:
                 break
-            if _is_unit_file(item.path, self.filename) and not self.imports_target(item):
+            if item not in examined or not self.imports_package(item, packages):
                 units += 1
         return units < 2
 
-    def imports_target(self, item: Item) -> bool:
-        """Whether a source file imports the module under grading (`import layers`, `from src.layers
-        import ...`), read up to the source size limit."""
+    def imports_package(self, item: Item, packages: list[str]) -> bool:
+        """Whether a source file imports the module under grading from one of these folders, or by its
+        bare name (`from src.layers import ...`, `import layers`), in its first lines."""
         if not item.path.lower().endswith(Path(self.filename).suffix.lower()):
             return False
         try:
-            text = item.read(MAX_SOURCE_BYTES).decode("utf-8", "replace")
+            text = item.read(SCRIPT_HEAD_BYTES).decode("utf-8", "replace")
         except (OSError, ArchiveError):
             return False
-        return self.importer.search(text) is not None
+        stem = re.escape(Path(self.filename).stem)
+        where = "|".join(re.escape(p) for p in packages)
+        importer = rf"^[ \t]*(from[ \t]+(({where})\.)?{stem}[ \t]+import\b|import[ \t]+(({where})\.)?{stem}\b)"
+        return re.search(importer, text, re.MULTILINE) is not None
 
     def students(self, kind: str, container: Container, stem: str) -> tuple[list[Submission], list[str], str | None]:
         if kind == "blackboard":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import importlib.abc
 import importlib.util
+import io
 import linecache
 import marshal
 import mmap
@@ -157,9 +158,9 @@ class Harness:
         path = os.path.join(os.getcwd(), self.filename)
         if not source:  # the trusted side sends it only to code that could look (it names __file__ or inspect)
             return path
-        try:
-            lines = importlib.util.decode_source(source).splitlines(keepends=True)
-        except (SyntaxError, UnicodeDecodeError, LookupError):
+        try:  # split as a file read in text mode splits, which is how linecache and line numbers count
+            lines = io.StringIO(importlib.util.decode_source(source), newline=None).readlines()
+        except (SyntaxError, UnicodeError, LookupError):
             lines = []
         for name in (path, self.filename):  # __file__, and the name the code was compiled with
             linecache.cache[name] = (len(source), None, lines, name)
@@ -253,7 +254,7 @@ class Harness:
             arity = self.calls[spec["from"]].get("arity")
             # a forward that returned no tuple of its arity (`return out`, the cache forgotten) has no
             # cache to give: indexing it would hand the backward a row of `out`
-            if value is not None and (arity is None or (isinstance(value, tuple | list) and len(value) == arity)):
+            if value is not None and (arity is None or (isinstance(value, tuple | list) and _length(value) == arity)):
                 try:
                     return value[spec["index"]] if spec.get("index") is not None else value, False
                 except Exception:  # noqa: BLE001, S110 - a malformed return falls back like a failure
@@ -463,9 +464,24 @@ def nudged_copies(base: np.ndarray, offsets: list[float]) -> np.ndarray:
     return rows.reshape(base.size * steps, *base.shape)
 
 
+def _length(value: Any) -> int | None:
+    """len() of a student's value, or None where its __len__ misbehaves."""
+    try:
+        return len(value)
+    except Exception:  # noqa: BLE001 - a hostile __len__
+        return None
+
+
 def low_precision(value: Any) -> str | None:
     """"float32" or "float16" when a returned value (or every number in a list of them) has that
     precision: the feedback then says why its values fall short of the tolerance."""
+    try:
+        return _low_precision(value)
+    except Exception:  # noqa: BLE001 - a `dtype` that raises: no precision to name
+        return None
+
+
+def _low_precision(value: Any) -> str | None:
     dtype = getattr(value, "dtype", None)
     if dtype is None and isinstance(value, list | tuple) and value:
         dtypes = {getattr(v, "dtype", None) for v in value}

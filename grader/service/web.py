@@ -234,7 +234,7 @@ def submission_page(request: Request, submission_id: int) -> Response:
     report = result.report
     try:
         lines = decode_python_source(source).splitlines() if source is not None else []
-    except (UnicodeDecodeError, SyntaxError, LookupError):
+    except (UnicodeError, SyntaxError, LookupError):
         lines = []
     texts = report.get("errors", []) + [c["message"] for p in report["problems"] for c in p["checks"]]
     marked = {int(n) for text in texts for n in LINE_REFERENCE.findall(text)}
