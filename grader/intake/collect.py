@@ -228,11 +228,11 @@ class _Reader:
         # that package's layers module: it is the same student's, where a class's <student>.py is a
         # layers.py renamed. Only the head of a few files is read, and only until two students are certain.
         scripts = [f for f in files if _is_unit_file(f.path, self.filename)]
-        examined = scripts[:MAX_SCRIPTS_EXAMINED] if packages else []
-        for item in scripts:
+        for position, item in enumerate(scripts):
             if units >= 2:
                 break
-            if item not in examined or not self.imports_package(item, packages):
+            examined = packages and position < MAX_SCRIPTS_EXAMINED
+            if not (examined and self.imports_package(item, packages)):
                 units += 1
         return units < 2
 
