@@ -7,7 +7,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
@@ -24,6 +24,15 @@ class UserError(click.ClickException):
     """A problem the user can fix, shown as one sentence and exit status 2."""
 
     exit_code = 2
+
+
+class Interrupted(click.ClickException):
+    """Ctrl-C: one sentence on what was (not) written, and the shell's usual status for it."""
+
+    exit_code = 130
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(self.message, err=True)
 
 
 def _load_assignment(path: Path | None):
@@ -111,14 +120,26 @@ def grade(paths: tuple[Path, ...], output_format: str, assignment_dir: Path | No
     for warning in intake.warnings:
         click.echo(f"warning: {warning}", err=True)
     started = time.monotonic()
-    with _make_grader(assignment, workers, insecure) as grader:
-        ready = time.monotonic()
-        results = _grade_with_progress(grader, intake)
-        graded = time.monotonic() - ready
-        processes = grader.pool.size
+    try:
+        with _make_grader(assignment, workers, insecure) as grader:
+            ready = time.monotonic()
+            results = _grade_with_progress(grader, intake)
+            graded = time.monotonic() - ready
+            processes = grader.pool.size
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted while grading: nothing was written") from None
     if not single_file:
         click.echo(f"graded in {graded:.2f} s by {processes} sandbox processes "
                    f"(starting them took {ready - started:.2f} s)", err=True)
+    name = assignment_name or intake.assignment or rubric.title
+    # the files the TA asked for first: a closed standard output (`| head`) must not lose them
+    try:
+        _write_exports(results, rubric, name, csv_path=csv_path, export_format=export_format,
+                       export_path=export_path, column_id=column_id, missing_as_zero=missing_as_zero,
+                       feedback_path=feedback_path)
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted while writing: each file named above as written is whole; "
+                          "the others were not written (a feedback folder may hold only some students)") from None
     problems = [(p.number, p.title, p.max_score) for p in rubric.problems]
     one = results[0] if len(results) == 1 else None
     if output_format == "json":
@@ -136,9 +157,6 @@ def grade(paths: tuple[Path, ...], output_format: str, assignment_dir: Path | No
         click.echo(results_table(results, [n for n, _, _ in problems]))
         click.echo("")
         click.echo(class_summary(results, problems))
-    name = assignment_name or intake.assignment or rubric.title
-    _write_exports(results, rubric, name, csv_path=csv_path, export_format=export_format, export_path=export_path,
-                   column_id=column_id, missing_as_zero=missing_as_zero, feedback_path=feedback_path)
 
 
 def _interactive() -> bool:
@@ -185,10 +203,9 @@ def _write_text(path: Path, text: str) -> None:
     if str(path) == "-":
         click.echo(text, nl=False)
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # newline="" keeps the CSV's own CRLF row endings on every platform
-    with open(path, "w", encoding="utf-8", newline="") as handle:
-        handle.write(text)
+    from grader.export.feedback import write_atomically
+
+    write_atomically(path, text.encode("utf-8"))  # the CSV's own CRLF row endings, whole or not at all
     click.echo(f"wrote {path}", err=True)
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -89,3 +91,37 @@ def test_doctor_lists_the_layers() -> None:
     result = CliRunner().invoke(main, ["doctor"])
     assert "no_network" in result.output
     assert result.exit_code == 0
+
+
+def cli_process(*args: str, **options: object) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "grader.cli", *args], env=env, cwd=ROOT, text=True,
+                            **options)  # type: ignore[call-overload]
+
+
+def test_outputs_are_written_even_when_standard_output_closes_early(tmp_path: Path) -> None:
+    """`grader grade ... --csv F | head`: the gradebook is written before the table is printed (once,
+    a closed pipe lost every file the TA asked for, silently)."""
+    process = cli_process("grade", str(EXAMPLES / "correct.py"), str(EXAMPLES / "grad_b_keepdims.py"),
+                          "--csv", str(tmp_path / "grades.csv"), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert process.stdout is not None
+    process.stdout.close()  # the reader went away before anything was printed
+    process.wait(120)
+    assert "grad_b_keepdims" in (tmp_path / "grades.csv").read_text()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
+
+
+def test_ctrl_c_stops_with_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    """Ctrl-C reaches the whole process group, the sandbox processes too: one sentence and status 130,
+    no traceback from them, and no half-written gradebook."""
+    slow = tmp_path / "slow.py"
+    slow.write_text("import time\ntime.sleep(8)\n" + (EXAMPLES / "correct.py").read_text())
+    process = cli_process("grade", str(slow), str(EXAMPLES / "correct.py"), "--csv", str(tmp_path / "grades.csv"),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    time.sleep(3)  # grading: the slow file is importing
+    os.killpg(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "interrupted while grading: nothing was written" in stderr
+    assert "Traceback" not in stderr and "replacing it" not in stderr, stderr
+    assert not (tmp_path / "grades.csv").exists()

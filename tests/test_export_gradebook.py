@@ -60,7 +60,10 @@ def test_class_csv_has_one_row_per_student(results: list[StudentResult], grader:
 
 
 def test_blackboard_upload_is_keyed_by_username_with_the_column_id(results: list[StudentResult]) -> None:
-    rows = parse(blackboard_csv(results, assignment="Homework 5", max_score=10, column_id="123456"))
+    text = blackboard_csv(results, assignment="Homework 5", max_score=10, column_id="123456")
+    # Blackboard: each column of a comma-delimited file "must be contained within a quote character"
+    assert all(line.startswith('"') and line.endswith('"') for line in text.splitlines())
+    rows = parse(text)
     assert rows[0] == ["Last Name", "First Name", "Username", "Homework 5 [Total Pts: 10 Score] |123456"]
     body = {row[2]: row for row in rows[1:]}
     assert body["jdoe"] == ["Doe", "Jane", "jdoe", "10"]
@@ -100,6 +103,17 @@ def test_feedback_files_explain_each_students_score(results: list[StudentResult]
     with zipfile.ZipFile(archive_path) as archive:
         assert sorted(archive.namelist()) == ["asmith.md", "bnone.md", "jdoe.md", "mallory.md"]
         assert archive.read("jdoe.md").decode() == (folder / "jdoe.md").read_text()
+
+
+def test_feedback_file_names_keep_every_script_and_name_canvas_ids(results: list[StudentResult],
+                                                                   tmp_path: Path) -> None:
+    """A TA matches files to students: letters of any script are kept (once 李雷 and 王芳 became
+    student.md and student-2.md), and a bare number (a Canvas user id) gets the student's name."""
+    template = results[0]
+    students = [("李雷", None), ("José Núñez", None), ("101237", "Smith, John")]
+    named = [StudentResult(**{**template.__dict__, "key": key, "name": name}) for key, name in students]
+    write_feedback(named, tmp_path / "fb", title="HW")
+    assert sorted(p.name for p in (tmp_path / "fb").iterdir()) == ["José_Núñez.md", "Smith_John_101237.md", "李雷.md"]
 
 
 def test_feedback_file_names_cannot_escape_the_folder(results: list[StudentResult], tmp_path: Path) -> None:

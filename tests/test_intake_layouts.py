@@ -320,6 +320,15 @@ def test_a_source_too_large_to_grade_is_reported(tmp_path: Path) -> None:
     assert "more than the 1024 KB" in submission.detail
 
 
+def test_an_empty_folder_or_zip_is_an_error_not_a_student(tmp_path: Path) -> None:
+    """Once, an empty folder (or a zip with no entries) became a student named after it, exit 0."""
+    (tmp_path / "emptydir").mkdir()
+    empty_zip = write_zip(tmp_path / "empty.zip", {})
+    for path in (tmp_path / "emptydir", empty_zip):
+        with pytest.raises(IntakeError, match="is empty: there is nothing to grade"):
+            read_inputs([path])
+
+
 def test_a_forced_layout_that_finds_nobody_is_an_error(tmp_path: Path) -> None:
     path = write_zip(tmp_path / "class.zip", {"alice/layers.py": CORRECT, "bob/layers.py": CORRECT})
     with pytest.raises(IntakeError, match="no submissions were found"):

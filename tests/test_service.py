@@ -298,8 +298,8 @@ def test_blackboard_class_zip_batch(client: TestClient) -> None:
     assert {(g["student"], g["total"]) for g in grades} == {
         ("alovelace", "10"), ("cbabbage", "8.5"), ("ghopper", "0"), ("aturing", "")}
     blackboard = client.get(f"{location}/grades-blackboard.csv?column_id=123456").text.splitlines()
-    assert blackboard[0].endswith("Homework 5 [Total Pts: 10 Score] |123456")
-    assert "Lovelace,Ada,alovelace,10" in blackboard
+    assert blackboard[0].endswith("\"Homework 5 [Total Pts: 10 Score] |123456\"")  # every field quoted
+    assert "\"Lovelace\",\"Ada\",\"alovelace\",\"10\"" in blackboard
     canvas = client.get(f"{location}/grades-canvas.csv").text.splitlines()
     assert canvas[1].startswith("Points Possible") and "Ada Lovelace,alovelace,,,,10" in canvas
     feedback = zipfile.ZipFile(io.BytesIO(client.get(f"{location}/feedback.zip").content))

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import re
+import tempfile
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -57,9 +60,12 @@ def feedback_markdown(result: StudentResult, *, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def feedback_filename(key: str, taken: set[str]) -> str:
-    """A file name from a student key that no archive or file system can misread (no `/`, no `..`)."""
-    base = re.sub(r"[^A-Za-z0-9._-]+", "_", key).strip("._") or "student"
+def feedback_filename(key: str, taken: set[str], name: str | None = None) -> str:
+    """A file name a TA can match to the student, and that no archive or file system can misread (no
+    `/`, no `..`): the student's key, letters of any script kept (李雷.md, José_Núñez.md); a bare
+    number (a Canvas user id) gets the student's name before it."""
+    label = f"{name}_{key}" if name and key.isdigit() else key
+    base = re.sub(r"[^\w.-]+", "_", label)[:120].strip("._") or "student"
     name = f"{base}.md"
     n = 2
     while name.lower() in taken:
@@ -71,7 +77,7 @@ def feedback_filename(key: str, taken: set[str]) -> str:
 
 def feedback_files(results: Sequence[StudentResult], *, title: str) -> dict[str, str]:
     taken: set[str] = set()
-    return {feedback_filename(r.key, taken): feedback_markdown(r, title=title) for r in results}
+    return {feedback_filename(r.key, taken, r.name): feedback_markdown(r, title=title) for r in results}
 
 
 def _zip(files: dict[str, str]) -> bytes:
@@ -87,13 +93,35 @@ def feedback_zip(results: Sequence[StudentResult], *, title: str) -> bytes:
 
 
 def write_feedback(results: Sequence[StudentResult], destination: Path, *, title: str) -> int:
-    """Write a `.zip` when the destination is named so, else a folder of `.md` files; returns how many."""
+    """Write a `.zip` when the destination is named so, else a folder of `.md` files; returns how many.
+    Each file appears whole or not at all (written aside, then renamed into place)."""
     files = feedback_files(results, title=title)
     if destination.suffix.lower() == ".zip":
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        destination.write_bytes(_zip(files))
+        write_atomically(destination, _zip(files))
     else:
         destination.mkdir(parents=True, exist_ok=True)
         for name, text in files.items():
-            (destination / name).write_text(text, encoding="utf-8")
+            write_atomically(destination / name, text.encode("utf-8"))
     return len(files)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write `data` to a temporary file beside `path`, then rename it over `path`: an interrupted
+    write leaves the old file or none, never a truncated one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        os.fchmod(handle, 0o666 & ~_umask())  # as open() would have made it, not mkstemp's 0600
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise

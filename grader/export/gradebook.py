@@ -42,9 +42,9 @@ def points(value: float) -> int | float:
     return int(rounded) if rounded.is_integer() else rounded
 
 
-def write_rows(rows: Iterable[Sequence[object]]) -> str:
+def write_rows(rows: Iterable[Sequence[object]], *, quote_all: bool = False) -> str:
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer = csv.writer(buffer, lineterminator="\r\n", quoting=csv.QUOTE_ALL if quote_all else csv.QUOTE_MINIMAL)
     for row in rows:
         writer.writerow([safe_cell(cell) for cell in row])
     return buffer.getvalue()
@@ -98,7 +98,9 @@ def blackboard_csv(
     for result in results:
         first, last = _first_last(result.name)
         rows.append([last, first, result.key, _grade(result, missing_as_zero)])
-    return write_rows(rows)
+    # Blackboard's own words: data in each column of a comma-delimited file "must be contained within
+    # a quote character"
+    return write_rows(rows, quote_all=True)
 
 
 def canvas_csv(

@@ -133,6 +133,8 @@ class _Reader:
                 layouts.append("files")
                 continue
             container = opened
+            if not container.items:  # a wrong folder or an empty download: no student to invent from its name
+                raise IntakeError(f"{path} is empty: there is nothing to grade in it")
             warnings.extend(container.warnings)
             kind, inner = self.detect(container)
             layouts.append(kind)

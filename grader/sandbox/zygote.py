@@ -658,6 +658,8 @@ def main() -> None:
     os.close(null)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # still clean up cgroups and scratch
+    # Ctrl-C on a terminal reaches the whole process group: the grader stops the zygotes itself
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     reader = MessageReader(control_in, max_array_bytes=JOB_ARENA_BYTES, arena=arena(JOB_ARENA_BYTES))
     config = reader.read()
     if config is None:
