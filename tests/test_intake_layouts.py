@@ -210,6 +210,15 @@ def test_a_blackboard_download(tmp_path: Path) -> None:
     assert any("gradebook_notes.md" in w for w in intake.warnings)
 
 
+def test_a_blackboard_download_without_receipts_keeps_underscored_usernames(tmp_path: Path) -> None:
+    """Without the .txt receipts, the username is what follows the assignment name that every file
+    starts with: `mary_k` stays `mary_k` (once it became `k`, whose grade that would have been)."""
+    entries = {name: data for name, data in blackboard_class().items() if not name.endswith(".txt")}
+    intake = read_inputs([write_zip(tmp_path / "gradebook_hw5.zip", entries)])
+    assert intake.layout == "blackboard"
+    assert sorted(s.key for s in intake.submissions) == ["asmith", "cwu", "dlee", "jdoe", "mary_k"]
+
+
 def test_a_blackboard_download_unzipped_into_a_folder(tmp_path: Path) -> None:
     root = tmp_path / "gradebook" / "inner"
     root.mkdir(parents=True)

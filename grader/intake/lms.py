@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from grader.intake.archive import ArchiveError
@@ -135,8 +136,14 @@ def read_blackboard(items: list[Item]) -> tuple[list[StudentFiles], list[str], s
 
     users: dict[str, str] = {}  # prefix -> username
     assignments: Counter[str] = Counter()
-    for prefix in {p for p, _ in attempt_files}:
-        user, named = _blackboard_user(prefix, [r for (p, _), r in receipts.items() if p == prefix])
+    prefixes = {p for p, _ in attempt_files}
+    # the assignment part every file name starts with: from any receipt, else from what all the
+    # prefixes share, so that a student without a receipt is not split inside a username (mary_ann)
+    shared = sorted({r.assignment for r in receipts.values() if r.assignment}, key=len, reverse=True)
+    start = _shared_start(prefixes).rpartition("_")[0] if len(prefixes) > 1 else ""
+    for prefix in prefixes:
+        user, named = _blackboard_user(prefix, [r for (p, _), r in receipts.items() if p == prefix],
+                                       [*shared, *([start] if start else [])])
         users[prefix] = user
         if named:
             assignments[named] += 1
@@ -173,14 +180,24 @@ def read_blackboard(items: list[Item]) -> tuple[list[StudentFiles], list[str], s
     return sorted(students, key=lambda s: s.key), warnings, common
 
 
-def _blackboard_user(prefix: str, receipts: list[Receipt]) -> tuple[str, str]:
-    """The username in `<Assignment>_<username>`: the receipt says where the split is when it can."""
+def _shared_start(texts: set[str]) -> str:
+    """The longest start all of `texts` share, character by character."""
+    first, last = min(texts), max(texts)
+    size = 0
+    while size < min(len(first), len(last)) and first[size] == last[size]:
+        size += 1
+    return first[:size]
+
+
+def _blackboard_user(prefix: str, receipts: list[Receipt], assignments: Sequence[str] = ()) -> tuple[str, str]:
+    """The username in `<Assignment>_<username>`: the receipt says where the split is when it can,
+    else the assignment name the other files show."""
     for receipt in receipts:
         if receipt.username and prefix.endswith("_" + receipt.username):
             return receipt.username, prefix[: -len(receipt.username) - 1]
-    for receipt in receipts:
-        if receipt.assignment and prefix.startswith(receipt.assignment + "_"):
-            return prefix[len(receipt.assignment) + 1:], receipt.assignment
+    for assignment in [r.assignment for r in receipts if r.assignment] + list(assignments):
+        if prefix.startswith(assignment + "_") and len(prefix) > len(assignment) + 1:
+            return prefix[len(assignment) + 1:], assignment
     assignment, _, user = prefix.rpartition("_")
     return (user, assignment) if user else (prefix, "")
 
