@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -113,6 +114,8 @@ def grade(paths: tuple[Path, ...], output_format: str, assignment_dir: Path | No
 
     assignment = _load_assignment(assignment_dir)
     rubric = assignment.rubric
+    _check_outputs(csv_path, export_path or (Path(f"grades-{export_format}.csv") if export_format else None),
+                   feedback_path)
     intake = _read_intake(paths, rubric.filename, layout)
     single_file = len(paths) == 1 and intake.layout == "files"
     if not single_file:
@@ -157,6 +160,27 @@ def grade(paths: tuple[Path, ...], output_format: str, assignment_dir: Path | No
         click.echo(results_table(results, [n for n, _, _ in problems]))
         click.echo("")
         click.echo(class_summary(results, problems))
+
+
+def _check_outputs(csv_path: Path | None, export_path: Path | None, feedback_path: Path | None) -> None:
+    """Refuse, before any grading, outputs that could not be written or would overwrite each other."""
+    files = [p for p in (csv_path, export_path) if p is not None and str(p) != "-"]
+    if len(files) == 2 and files[0].resolve() == files[1].resolve():
+        raise UserError(f"--csv and --output both name {files[0]}: give them different files")
+    for path in files:
+        if path.is_dir():
+            raise UserError(f"{path} is a folder; name a file to write")
+        folder = next((p for p in path.resolve().parents if p.exists()), None)
+        try:  # a file made and removed at once answers for permissions, read-only mounts, /proc alike
+            if folder is None:
+                raise OSError
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError:
+            where = folder or path.parent
+            raise UserError(f"cannot write {path}: {where} is not a folder this user can write in") from None
+    if feedback_path is not None and feedback_path.suffix.lower() != ".zip" and feedback_path.is_file():
+        raise UserError(f"--feedback {feedback_path} is a file; name a folder (or a .zip) for the feedback files")
 
 
 def _interactive() -> bool:

@@ -125,3 +125,18 @@ def test_ctrl_c_stops_with_one_line_and_writes_nothing(tmp_path: Path) -> None:
     assert "interrupted while grading: nothing was written" in stderr
     assert "Traceback" not in stderr and "replacing it" not in stderr, stderr
     assert not (tmp_path / "grades.csv").exists()
+
+
+@pytest.mark.parametrize("options, says", [
+    (["--csv", "{tmp}/same.csv", "--export", "canvas", "--output", "{tmp}/same.csv"], "both name"),
+    (["--export", "blackboard", "--output", "/proc/grades.csv"], "is not a folder this user can write in"),
+    (["--feedback", "{tmp}/a-file"], "is a file; name a folder"),
+])
+def test_outputs_that_cannot_be_written_are_refused_before_grading(tmp_path: Path, options: list[str],
+                                                                    says: str) -> None:
+    """Once, a class was graded first (minutes, with a hang in it) and the outputs refused after."""
+    (tmp_path / "a-file").write_text("not a folder")
+    args = [o.replace("{tmp}", str(tmp_path)) for o in options]
+    result = CliRunner().invoke(main, ["grade", str(EXAMPLES / "correct.py"), *args])
+    assert result.exit_code == 2 and says in result.output, result.output
+    assert "P1" not in result.output  # nothing was graded
