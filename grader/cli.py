@@ -122,6 +122,11 @@ def grade(paths: tuple[Path, ...], output_format: str, assignment_dir: Path | No
         click.echo(f"layout: {intake.layout} ({len(intake.submissions)} students)", err=True)
     for warning in intake.warnings:
         click.echo(f"warning: {warning}", err=True)
+    other_lms = {"blackboard": "canvas", "canvas": "blackboard"}.get(intake.layout)
+    if export_format is not None and export_format == other_lms:
+        click.echo(f"warning: this is a {intake.layout.capitalize()} download, but the export is for "
+                   f"{export_format.capitalize()}: its rows are keyed by {intake.layout.capitalize()}'s "
+                   f"identifiers, which {export_format.capitalize()} will not recognise", err=True)
     started = time.monotonic()
     try:
         with _make_grader(assignment, workers, insecure) as grader:
@@ -202,7 +207,7 @@ def _grade_with_progress(grader: Grader, intake: Intake) -> list[StudentResult]:
 def _write_exports(results: list[StudentResult], rubric: Rubric, assignment_name: str, *, csv_path: Path | None,
                    export_format: str | None, export_path: Path | None, column_id: str | None,
                    missing_as_zero: bool, feedback_path: Path | None) -> None:
-    from grader.export.feedback import write_feedback
+    from grader.export.feedback import feedback_names, write_feedback
     from grader.export.gradebook import blackboard_csv, canvas_csv, class_csv
 
     try:
@@ -217,8 +222,13 @@ def _write_exports(results: list[StudentResult], rubric: Rubric, assignment_name
                             missing_as_zero=missing_as_zero)
             _write_text(target, text)
         if feedback_path is not None:
+            before = {p.name for p in feedback_path.glob("*.md")} if feedback_path.is_dir() else set()
             count = write_feedback(results, feedback_path, title=f"Feedback: {assignment_name}")
             click.echo(f"wrote {count} feedback files to {feedback_path}", err=True)
+            stale = sorted(before - set(feedback_names(results)))
+            if stale:  # a TA zipping the folder for the students would send these too
+                click.echo(f"warning: {feedback_path} also holds {len(stale)} feedback file(s) this run did not "
+                           f"write (an earlier run's?): {', '.join(stale[:5])}", err=True)
     except OSError as error:
         raise UserError(f"cannot write {error.filename}: {error.strerror}") from error
 

@@ -140,3 +140,14 @@ def test_outputs_that_cannot_be_written_are_refused_before_grading(tmp_path: Pat
     result = CliRunner().invoke(main, ["grade", str(EXAMPLES / "correct.py"), *args])
     assert result.exit_code == 2 and says in result.output, result.output
     assert "P1" not in result.output  # nothing was graded
+
+
+def test_feedback_files_left_by_an_earlier_run_are_named(tmp_path: Path) -> None:
+    """A TA zipping the feedback folder for the students would send them too: the command says so."""
+    folder = tmp_path / "feedback"
+    folder.mkdir()
+    (folder / "someone_else.md").write_text("an earlier class")
+    result = CliRunner().invoke(main, ["grade", str(EXAMPLES / "correct.py"), "--feedback", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert "also holds 1 feedback file(s) this run did not write" in result.output
+    assert "someone_else.md" in result.output

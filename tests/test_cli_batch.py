@@ -93,6 +93,13 @@ def test_exports_parse_back(bb_zip: Path, tmp_path: Path) -> None:
     assert {r[1]: r[5] for r in canvas[2:]} == {"asmith": "8.5", "bnone": "0", "jdoe": "10"}
 
 
+def test_exporting_a_blackboard_class_for_canvas_warns(bb_zip: Path, tmp_path: Path) -> None:
+    """Canvas would not recognise Blackboard usernames as its ids: the command says so."""
+    code, _, err = run("grade", str(bb_zip), "--export", "canvas", "--output", str(tmp_path / "canvas.csv"))
+    assert code == 0
+    assert "this is a Blackboard download, but the export is for Canvas" in err
+
+
 def test_progress_is_shown_on_a_terminal(bb_zip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cli, "_interactive", lambda: True)
     code, _, err = run("grade", str(bb_zip), "--format", "json")

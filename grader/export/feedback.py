@@ -75,9 +75,14 @@ def feedback_filename(key: str, taken: set[str], name: str | None = None) -> str
     return name
 
 
-def feedback_files(results: Sequence[StudentResult], *, title: str) -> dict[str, str]:
+def feedback_names(results: Sequence[StudentResult]) -> list[str]:
+    """Each student's feedback file name, in order, unique within the class."""
     taken: set[str] = set()
-    return {feedback_filename(r.key, taken, r.name): feedback_markdown(r, title=title) for r in results}
+    return [feedback_filename(r.key, taken, r.name) for r in results]
+
+
+def feedback_files(results: Sequence[StudentResult], *, title: str) -> dict[str, str]:
+    return {name: feedback_markdown(r, title=title) for name, r in zip(feedback_names(results), results, strict=True)}
 
 
 def _zip(files: dict[str, str]) -> bytes:
