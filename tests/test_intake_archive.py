@@ -173,3 +173,19 @@ def test_a_header_that_lies_about_the_size_reads_no_more_than_declared(tmp_path:
         assert entry.size == 10
         with pytest.raises(ArchiveError):
             archive.read(entry)
+
+
+def test_utf8_names_without_the_utf8_flag_are_read_as_utf8(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Some tools (older Canvas downloads among them) store UTF-8 names without the zip's UTF-8 flag,
+    which zipfile then reads as cp437 (`m├╝ller`): such names are read as UTF-8."""
+    path = tmp_path / "noflag.zip"
+    with monkeypatch.context() as patched:
+        patched.setattr(zipfile.ZipInfo, "_encodeFilenameFlags",
+                        lambda self: (self.filename.encode("utf-8"), self.flag_bits & ~0x800))
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("müllerjürgen/layers.py", "x = 1\n")
+            archive.writestr("nguyễnvănan/layers.py", "x = 2\n")
+    with zipfile.ZipFile(path) as archive:  # what zipfile itself makes of them
+        assert "müllerjürgen/layers.py" not in archive.namelist()
+    intake = read_inputs([path])
+    assert sorted(s.key for s in intake.submissions) == ["müllerjürgen", "nguyễnvănan"]

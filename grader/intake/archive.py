@@ -172,7 +172,7 @@ class SafeArchive:
             )
         entries: dict[str, ArchiveEntry] = {}
         for info in infos:
-            path, refused = clean_member_name(info.filename)
+            path, refused = clean_member_name(_member_name(info))
             if refused:
                 self.warnings.append(f"{self.name}: skipped entry {info.filename!r}: {refused}")
                 continue
@@ -272,3 +272,17 @@ def _file_size(path: Path) -> int:
         return path.stat().st_size
     except OSError as error:
         raise ArchiveError(f"{path} cannot be read: {error.strerror}") from None
+
+
+def _member_name(info: zipfile.ZipInfo) -> str:
+    """An entry's name as its maker meant it. Without the UTF-8 flag, zipfile reads the name as
+    cp437; tools that write UTF-8 names without the flag (older Canvas downloads, some re-zippers)
+    then show `m├╝ller` for `müller`. A name whose cp437 bytes are valid UTF-8 is read as UTF-8,
+    as Canvas itself does; a real cp437 name practically never is."""
+    name = info.filename
+    if info.flag_bits & 0x800 or name.isascii():
+        return name
+    try:
+        return name.encode("cp437").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return name
