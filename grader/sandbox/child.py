@@ -254,7 +254,7 @@ class Harness:
             arity = self.calls[spec["from"]].get("arity")
             # a forward that returned no tuple of its arity (`return out`, the cache forgotten) has no
             # cache to give: indexing it would hand the backward a row of `out`
-            if value is not None and (arity is None or (isinstance(value, tuple | list) and _length(value) == arity)):
+            if value is not None and (arity is None or _of_arity(value, arity)):
                 try:
                     return value[spec["index"]] if spec.get("index") is not None else value, False
                 except Exception:  # noqa: BLE001, S110 - a malformed return falls back like a failure
@@ -315,10 +315,10 @@ class Harness:
     def unpack(self, call: dict[str, Any], value: Any) -> tuple[Any, ...]:
         arity = call["arity"]
         name = call["fn"]
-        if not isinstance(value, (tuple, list)) or len(value) != arity:
+        if not _of_arity(value, arity):
             described = "None" if value is None else f"a {type_name(value)}"
             if isinstance(value, (tuple, list)):
-                described += f" of length {len(value)}"
+                described += f" of length {_length(value)}"
             expected = ", ".join(call["returns"])
             raise CallFailed(
                 {"type": "returns", "message": f"{name} must return a tuple ({expected}); it returned {described}"}
@@ -462,6 +462,11 @@ def nudged_copies(base: np.ndarray, offsets: list[float]) -> np.ndarray:
     rows = np.repeat(base.reshape(1, -1), base.size * steps, axis=0)
     rows[np.arange(base.size * steps), np.repeat(np.arange(base.size), steps)] += np.tile(offsets, base.size)
     return rows.reshape(base.size * steps, *base.shape)
+
+
+def _of_arity(value: Any, arity: int) -> bool:
+    """Whether a student's value is the tuple (or list) of `arity` values a function must return."""
+    return isinstance(value, tuple | list) and _length(value) == arity
 
 
 def _length(value: Any) -> int | None:
