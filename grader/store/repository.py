@@ -106,22 +106,20 @@ def put_blob(session: Session, content: bytes) -> str:
 def _add_submission(session: Session, new: NewSubmission, batch_id: int | None, callback_url: str | None) -> Submission:
     gradable = new.source is not None and new.intake_status == "ok"
     digest = put_blob(session, new.source) if gradable and new.source is not None else None
-    submission = Submission(
-        batch_id=batch_id,
-        student=new.student,
-        name=new.name,
-        late=new.late,
-        attempt=new.attempt,
-        warnings=list(new.warnings),
-        origin=new.origin,
-        intake_status=new.intake_status,
-        detail=new.detail,
-        source_sha256=digest,
-        state=QUEUED if digest is not None else SKIPPED,
-        callback_url=callback_url,
-    )
+    submission = Submission(**_submission_row(new, batch_id, callback_url, digest),
+                            state=QUEUED if digest is not None else SKIPPED)
     session.add(submission)
     return submission
+
+
+def _submission_row(new: NewSubmission, batch_id: int | None, callback_url: str | None, digest: str | None
+                    ) -> dict[str, Any]:
+    """The columns of a submission row that come from what intake found."""
+    return {
+        "batch_id": batch_id, "student": new.student, "name": new.name, "late": new.late, "attempt": new.attempt,
+        "warnings": list(new.warnings), "origin": new.origin, "intake_status": new.intake_status,
+        "detail": new.detail, "source_sha256": digest, "callback_url": callback_url,
+    }
 
 
 def create_submission(session: Session, new: NewSubmission, *, callback_url: str | None = None) -> Submission:
@@ -140,12 +138,8 @@ def create_claimed(session: Session, new: NewSubmission) -> ClaimedWork:
     now = utcnow()
     result = session.execute(
         insert(_table(Submission)),
-        {
-            "batch_id": None, "student": new.student, "name": new.name, "late": new.late, "attempt": new.attempt,
-            "warnings": list(new.warnings), "origin": new.origin, "intake_status": new.intake_status,
-            "detail": new.detail, "source_sha256": digest, "state": RUNNING, "generation": 1, "attempts": 1,
-            "callback_url": None, "created_at": now, "updated_at": now,
-        },
+        {**_submission_row(new, None, None, digest), "state": RUNNING, "generation": 1, "attempts": 1,
+         "created_at": now, "updated_at": now},
     )
     (submission_id,) = result.inserted_primary_key  # type: ignore[attr-defined]
     return ClaimedWork(
