@@ -114,8 +114,7 @@ def grade(paths: tuple[Path, ...], output_format: str, assignment_dir: Path | No
 
     assignment = _load_assignment(assignment_dir)
     rubric = assignment.rubric
-    _check_outputs(csv_path, export_path or (Path(f"grades-{export_format}.csv") if export_format else None),
-                   feedback_path)
+    _check_outputs(csv_path, _export_target(export_format, export_path), feedback_path)
     intake = _read_intake(paths, rubric.filename, layout)
     single_file = len(paths) == 1 and intake.layout == "files"
     if not single_file:
@@ -167,6 +166,13 @@ def grade(paths: tuple[Path, ...], output_format: str, assignment_dir: Path | No
         click.echo(class_summary(results, problems))
 
 
+def _export_target(export_format: str | None, export_path: Path | None) -> Path | None:
+    """Where `--export` writes: `--output`, else grades-<lms>.csv."""
+    if export_format is None:
+        return None
+    return export_path or Path(f"grades-{export_format}.csv")
+
+
 def _check_outputs(csv_path: Path | None, export_path: Path | None, feedback_path: Path | None) -> None:
     """Refuse, before any grading, outputs that could not be written or would overwrite each other."""
     files = [p for p in (csv_path, export_path) if p is not None and str(p) != "-"]
@@ -213,8 +219,8 @@ def _write_exports(results: list[StudentResult], rubric: Rubric, assignment_name
     try:
         if csv_path is not None:
             _write_text(csv_path, class_csv(results, rubric))
-        if export_format is not None:
-            target = export_path or Path(f"grades-{export_format}.csv")
+        target = _export_target(export_format, export_path)
+        if target is not None:
             exporter = blackboard_csv if export_format == "blackboard" else canvas_csv
             text = exporter(results, assignment=assignment_name, max_score=rubric.max_score,
                             **({"column_id": column_id} if export_format == "blackboard"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import re
@@ -110,7 +111,9 @@ def write_feedback(results: Sequence[StudentResult], destination: Path, *, title
     return len(files)
 
 
+@functools.cache
 def _umask() -> int:
+    """The process's umask, read once (reading it means setting it for an instant)."""
     mask = os.umask(0o022)
     os.umask(mask)
     return mask

@@ -220,12 +220,12 @@ class _Reader:
         units = 0
         packages = []  # top-level folders holding the file to grade (a student's package, or a student)
         for folder in folders:
-            prefix = folder + "/"
-            if any(i.path.startswith(prefix) and (i.name.lower() == target or is_zip_name(i.path))
-                   for i in container.items):
+            inside = [i for i in container.items if i.path.startswith(folder + "/")]
+            holds_target = any(i.name.lower() == target for i in inside)
+            if holds_target or any(is_zip_name(i.path) for i in inside):
                 units += 1
-                if any(i.path.startswith(prefix) and i.name.lower() == target for i in container.items):
-                    packages.append(folder)
+            if holds_target:
+                packages.append(folder)
         # A script beside a student's package (train.py, test_layers.py beside src/layers.py) imports
         # that package's layers module: it is the same student's, where a class's <student>.py is a
         # layers.py renamed. Only the head of a few files is read, and only until two students are certain.

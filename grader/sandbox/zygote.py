@@ -292,8 +292,9 @@ class Zygote:
                 (length,) = struct.unpack_from(">I", view, offset)
                 if length > MAX_HEADER_BYTES or offset + 4 + length > end:
                     raise ProtocolError("truncated frame")
-                raw = bytes(view[offset + 4 : offset + 4 + length])  # one copy: the run is gone, but a
-                header, _, total = parse_header(raw, budget.left, untrusted_loads)  # grandchild might not be
+                # one copy of the header: the run is gone, but a grandchild of it might not be
+                raw = bytes(view[offset + 4 : offset + 4 + length])
+                header, _, total = parse_header(raw, budget.left, untrusted_loads)
                 body_start = offset + 4 + length
                 if header.get("op") != "results" or body_start + total > end:
                     raise ProtocolError("unexpected frame")
