@@ -59,11 +59,19 @@ def pyenv_shim() -> str | None:
     return next((str(c) for c in candidates if c.is_file() and os.access(c, os.X_OK)), None)
 
 
-def cpu_seconds(zygotes: list[int]) -> tuple[float, float, float]:
-    """CPU seconds so far of this process, of the zygotes, and of the runs they forked and reaped."""
+def forkers(zygotes: list[int]) -> list[int]:
+    """Each zygote's forker, the process its runs are forked from (its one child between runs)."""
+    return [int(pid) for z in zygotes for pid in Path(f"/proc/{z}/task/{z}/children").read_text().split()]
+
+
+def cpu_seconds(zygotes: list[int], forking: list[int]) -> tuple[float, float, float]:
+    """CPU seconds so far of this process, of the zygotes and their forkers, and of the runs the
+    forkers forked and reaped."""
     own = os.times()
     zygote = runs = 0.0
     for pid in zygotes:
+        zygote += process_cpu(pid)[0]
+    for pid in forking:
         itself, reaped = process_cpu(pid)
         zygote += itself
         runs += reaped
@@ -116,13 +124,15 @@ def main() -> None:
         # Grading and the floor alternate, so that a change in the machine's load affects both alike.
         rounds = []
         zygotes = grader.pool.zygote_pids()
+        forking = forkers(zygotes)
         cpu: list[tuple[float, float, float]] = []
         for _ in range(args.rounds):
-            before = cpu_seconds(zygotes)
+            before = cpu_seconds(zygotes, forking)
             started = time.perf_counter()
             reports = grader.grade_many([(f"s{i}", source) for i in range(args.copies)])
             graded = time.perf_counter() - started
-            cpu.append(tuple((b - a) / args.copies * 1000 for a, b in zip(before, cpu_seconds(zygotes), strict=True)))
+            after = cpu_seconds(zygotes, forking)
+            cpu.append(tuple((b - a) / args.copies * 1000 for a, b in zip(before, after, strict=True)))
             assert all(r.score == 10 for r in reports), "a correct copy did not score 10"
             floor = fresh_interpreters([binary, "-c", "import numpy"], args.copies, cores)
             rounds.append((graded, floor))
@@ -132,7 +142,8 @@ def main() -> None:
             report = grader.grade(source)
             latencies.append(time.perf_counter() - started)
             assert report.score == 10
-        pids = [os.getpid(), *grader.pool.zygote_pids()]
+        zygotes = grader.pool.zygote_pids()
+        pids = [os.getpid(), *zygotes, *forkers(zygotes)]
         memory = [rss_kb(pid) for pid in pids]
     shim = pyenv_shim()
     shim_seconds = fresh_interpreters([shim, "-c", "import numpy"], args.copies, cores) if shim else None
@@ -157,11 +168,12 @@ def main() -> None:
     if shim_seconds is not None:
         print(f"through the pyenv shim `{shim}`: {shim_seconds:.3f} s; ratio {typical / shim_seconds:.3f}")
     parent, zygote, runs = (statistics.median(c[i] for c in cpu) for i in range(3))
-    print(f"CPU per submission (median of rounds): grader process {parent:.2f} ms, zygotes {zygote:.2f} ms, "
-          f"sandboxed runs {runs:.2f} ms, total {parent + zygote + runs:.2f} ms")
+    print(f"CPU per submission (median of rounds): grader process {parent:.2f} ms, "
+          f"zygotes and forkers {zygote:.2f} ms, sandboxed runs {runs:.2f} ms, total {parent + zygote + runs:.2f} ms")
     print(f"single-submission latency over {args.latency_runs} runs: p50 {percentile(latencies, 50) * 1000:.2f} ms, "
           f"p99 {percentile(latencies, 99) * 1000:.2f} ms, mean {statistics.mean(latencies) * 1000:.2f} ms")
-    names = ["parent", *[f"zygote {i}" for i in range(len(pids) - 1)]]
+    count = (len(pids) - 1) // 2
+    names = ["parent", *[f"zygote {i}" for i in range(count)], *[f"forker {i}" for i in range(count)]]
     for name, (rss, pss) in zip(names, memory, strict=True):
         print(f"memory {name:9}: RSS {rss / 1024:6.1f} MB, PSS {pss / 1024:6.1f} MB")
     print(f"memory total    : RSS {sum(m[0] for m in memory) / 1024:6.1f} MB, "

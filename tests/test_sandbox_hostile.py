@@ -4,6 +4,8 @@ exact scores, nothing leaked, nothing arrived, nothing written outside, nothing 
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,7 +72,32 @@ def test_zygotes_survive_and_keep_grading(grader: Grader, correct_source: bytes)
     assert sorted(grader.pool.zygote_pids()) == zygotes
     for pid in zygotes:
         os.kill(pid, 0)  # still there
-        assert not [line for line in os.popen(f"ps -o pid= --ppid {pid}")], "a zygote still has children"
+        # its one child is the forker the runs come from (it would be replaced, and the zygote with it,
+        # had a run killed it), and no run outlived its grading
+        forkers = [int(line) for line in os.popen(f"ps -o pid= --ppid {pid}")]
+        assert len(forkers) == 1, "a zygote has children besides its forker"
+        assert not [line for line in os.popen(f"ps -o pid= --ppid {forkers[0]}")], "a run outlived its grading"
+
+
+def test_a_forker_that_dies_costs_no_grade(correct_source: bytes) -> None:
+    """Runs are forked by a process of the zygote's own; should it die, between runs or during one,
+    the submission is graded all the same (on a fresh zygote)."""
+    once = b"def relu_forward(x):\n    if not SLEPT:\n        SLEPT.append(time.sleep(0.5))\n"
+    slow = correct_source.replace(b"def relu_forward(x):\n", once, 1)
+    slow = slow.replace(b"import numpy as np", b"import time\nimport numpy as np\nSLEPT = []", 1)
+    with Grader(workers=1) as grader:
+        assert grader.grade(correct_source).score == 10
+        os.kill(_forker_of(grader.pool.zygote_pids()[0]), signal.SIGKILL)
+        assert grader.grade(correct_source).score == 10
+        forker = _forker_of(grader.pool.zygote_pids()[0])
+        threading.Timer(0.2, os.kill, (forker, signal.SIGKILL)).start()  # while relu_forward first sleeps
+        report = grader.grade(slow)
+        assert report.score == 10, report.problems
+
+
+def _forker_of(zygote: int) -> int:
+    (forker,) = [int(line) for line in os.popen(f"ps -o pid= --ppid {zygote}")]
+    return forker
 
 
 def test_canary_is_where_the_samples_aim() -> None:

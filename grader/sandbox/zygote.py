@@ -19,11 +19,12 @@ import re
 import resource
 import select
 import signal
+import socket
 import struct
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -84,6 +85,7 @@ class Zygote:
         self.progress = mmap.mmap(-1, mmap.PAGESIZE)  # shared with each child across fork
         self.results_log = results_log(Limits().max_output_bytes)  # shared too: a run's answers
         self.plan: tuple[list[dict[str, Any]], list[np.ndarray]] = ([], [])
+        self._forker: Forker | None = None
         for name in config.get("preload", []):
             try:
                 importlib.import_module(name)
@@ -113,6 +115,7 @@ class Zygote:
                     gc.collect()
                     gc.freeze()  # a run's collections then never walk (and copy) the zygote's objects
                     self.isolation.measure_address_space()
+                    self.restart_forker()
                 elif message.header.get("op") == "run":
                     started = time.monotonic()
                     calls, inputs = self.plan
@@ -126,6 +129,7 @@ class Zygote:
                         reader.wipe()
                     self.send({"op": "done", "seconds": time.monotonic() - started, "processes": self.processes})
         finally:
+            self.stop_forker()
             self.isolation.close()
 
     def wipe_log(self) -> None:
@@ -141,6 +145,7 @@ class Zygote:
             self.results_log.close()
             self.results_log = results_log(limits.max_output_bytes)
             self.isolation.measure_address_space()
+            self.restart_forker()
         calls: list[dict[str, Any]] = job["calls"]
         pending = set(range(len(calls)))
         broken: dict[str, dict[str, Any]] = {}
@@ -206,11 +211,13 @@ class Zygote:
         failed: set[int],
         budget: OutputBudget,
     ) -> ChildOutcome:
-        read_fd, write_fd = os.pipe()
         start = min(pending)
         child_job = {
-            "calls": job["calls"],
             "filename": job.get("filename", "submission.py"),
+            "module": job.get("module", "submission"),
+            "forbidden": job.get("forbidden", []),
+            "limits": limits.to_dict(),
+            "start": start,
             "skip": [i for i in range(start, len(job["calls"])) if i not in pending],
             "broken": sorted(broken),
             "failed": sorted(failed),  # a producer among them gives its consumers the documented fallback
@@ -222,25 +229,14 @@ class Zygote:
         RESULTS_LOG.pack_into(self.results_log, 0, 0)
         self.isolation.before_run(limits)
         oom_before = self.isolation.oom_kills()
-        pid = self.isolation.fork_run()
+        read_fd, write_fd = os.pipe()
+        job_fd = _job_file(child_job, arrays[:2])
+        try:
+            pid, pidfd = self.forker().fork_run(job_fd, write_fd)
+        finally:
+            os.close(job_fd)
+            os.close(write_fd)
         self.processes += 1
-        if pid == 0:  # pragma: no cover - runs in the child
-            code = 0
-            try:
-                os.close(read_fd)
-                self.isolation.enter_sandbox(limits, keep_fds=[write_fd])
-                # sent before any student code runs, so a run cannot fake a broken sandbox
-                write_message(write_fd, {"op": "sandboxed"})
-                # a run is short and memory-capped: collecting cycles every 700 allocations costs it 7%
-                gc.set_threshold(RUN_GC_THRESHOLD, 50, 100)
-                harness = Harness(child_job, arrays[2:], write_fd, self.results_log, self.progress)
-                module_code, module_source = arrays[0].tobytes(), arrays[1].tobytes()
-                if harness.load(module_code, job.get("module", "submission"), job.get("forbidden", []), module_source):
-                    harness.run(start)
-            except BaseException:  # noqa: BLE001
-                code = 70
-            os._exit(code)
-        os.close(write_fd)
         reaped = None
         try:
             try:
@@ -248,13 +244,83 @@ class Zygote:
             finally:
                 os.close(read_fd)
                 if reaped is None:
-                    _kill_and_reap(pid)
+                    self.forker().kill_and_wait(pid, pidfd)
+                os.close(pidfd)
             if not outcome.import_failed:  # the run is gone: what it logged can be read whole
                 outcome = self.settle(outcome, reaped is not None, job["calls"], pending, budget, limits)
         finally:
             self.wipe_log()
             self.isolation.after_run()
         return outcome
+
+    def run_forked(self, job_fd: int, result_fd: int) -> NoReturn:  # pragma: no cover - runs in the child
+        """One run, in a process the forker has just made: read the job, enter the sandbox, import
+        the submission and answer the calls from `start` on."""
+        code = 0
+        try:
+            message = MessageReader(job_fd, max_array_bytes=JOB_ARENA_BYTES).read()
+            os.close(job_fd)
+            if message is None:
+                raise ProtocolError("no job")
+            job = message.header
+            limits = Limits(**job["limits"])
+            self.isolation.enter_sandbox(limits, keep_fds=[result_fd])
+            # sent before any student code runs, so a run cannot fake a broken sandbox
+            write_message(result_fd, {"op": "sandboxed"})
+            # a run is short and memory-capped: collecting cycles every 700 allocations costs it 7%
+            gc.set_threshold(RUN_GC_THRESHOLD, 50, 100)
+            calls, inputs = self.plan
+            harness = Harness({**job, "calls": calls}, inputs, result_fd, self.results_log, self.progress)
+            module_code, module_source = message.arrays[0].tobytes(), message.arrays[1].tobytes()
+            if harness.load(module_code, job["module"], job["forbidden"], module_source):
+                harness.run(job["start"])
+        except BaseException:  # noqa: BLE001
+            code = 70
+        os._exit(code)
+
+    def forker(self) -> Forker:
+        if self._forker is None:
+            self._forker = Forker.start(self)
+        return self._forker
+
+    def restart_forker(self) -> None:
+        """A new forker, for a new plan or results log: it must hold what the runs are to inherit."""
+        self.stop_forker()
+        self._forker = Forker.start(self)
+
+    def stop_forker(self) -> None:
+        if self._forker is not None:
+            self._forker.stop()
+            self._forker = None
+
+    def serve_forks(self, sock: socket.socket) -> NoReturn:  # pragma: no cover - runs in the forker
+        """The forker's loop (see Forker): fork a run per job, say which it is, reap it, say how it ended."""
+        code = 0
+        try:
+            kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)  # if the zygote dies, so does the forker
+            if os.getppid() == 1:
+                raise SystemExit
+            os.close(self.control_in)
+            os.close(self.control_out)
+            while True:
+                message, fds, _, _ = socket.recv_fds(sock, 1, 2)
+                if not message or len(fds) != 2:
+                    break  # the zygote closed its end: done
+                job_fd, result_fd = fds
+                pid = self.isolation.fork_run()
+                if pid == 0:
+                    sock.close()
+                    self.run_forked(job_fd, result_fd)
+                os.close(job_fd)
+                os.close(result_fd)
+                pidfd = os.pidfd_open(pid)
+                socket.send_fds(sock, [FORKED.pack(pid)], [pidfd])
+                os.close(pidfd)
+                _, status, usage = os.wait4(pid, 0)
+                sock.send(REAPED.pack(status, usage.ru_utime + usage.ru_stime))
+        except BaseException:  # noqa: BLE001
+            code = 70
+        os._exit(code)
 
     def settle(
         self, outcome: ChildOutcome, exited: bool, calls: list[dict[str, Any]], pending: set[int],
@@ -381,7 +447,7 @@ class Zygote:
             if message is None:
                 current = self.current_function(calls)
                 try:
-                    reaped = _reap(pid, min(call_deadline, self.job_deadline))
+                    reaped = self.forker().wait(min(call_deadline, self.job_deadline))
                 except TimeoutError:  # it closed its end of the pipe but carries on: a hang all the same
                     text = f"did not return within {limits.time_limit:g} s"
                     return ChildOutcome({"type": "timeout", "message": text}, current), None
@@ -588,25 +654,6 @@ def _clean_result(header: dict[str, Any], calls: list[dict[str, Any]], pending: 
     }
 
 
-def _reap(pid: int, deadline: float) -> tuple[int, Any] | None:
-    """Wait for a child to end, but not past the deadline (TimeoutError): ending its output is not
-    ending. None if it is not our child any more."""
-    try:
-        handle = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return None
-    try:
-        select.select([handle], [], [], max(0.0, deadline - time.monotonic()))
-        waited, status, usage = os.wait4(pid, os.WNOHANG)
-    except ChildProcessError:
-        return None
-    finally:
-        os.close(handle)
-    if waited == 0:
-        raise TimeoutError
-    return status, usage
-
-
 def _status_text(reaped: tuple[int, Any] | None) -> str:
     if reaped is None:
         return "no status"
@@ -617,10 +664,9 @@ def _status_text(reaped: tuple[int, Any] | None) -> str:
 def _describe_exit(reaped: tuple[int, Any] | None, limits: Limits) -> dict[str, Any]:
     if reaped is None:
         return _lost()
-    status, usage = reaped
+    status, cpu = reaped
     code = os.waitstatus_to_exitcode(status)
     signum = -code if code < 0 else 0
-    cpu = usage.ru_utime + usage.ru_stime if usage is not None else 0.0
     cpu_breach = {"type": "cpu", "message": f"CPU time limit of {limits.cpu_limit} s exceeded"}
     if signum == signal.SIGXCPU or (signum == signal.SIGKILL and cpu >= limits.cpu_limit - 0.5):
         return cpu_breach
@@ -634,19 +680,111 @@ def _describe_exit(reaped: tuple[int, Any] | None, limits: Limits) -> dict[str, 
     return {"type": "exit", "message": f"ended the process (exit status {code}) instead of returning"}
 
 
-def _kill_and_reap(pid: int) -> None:
+FORKED = struct.Struct("<i")  # the run's pid (its pidfd travels beside it)
+REAPED = struct.Struct("<id")  # its wait status and the CPU seconds it used
+FORKER_TIMEOUT = 30.0  # seconds: a forker that takes longer to fork or to reap a killed run is broken
+
+
+class Forker:
+    """The process every run is forked from, seen from the zygote.
+
+    A copy of the zygote made when the plan arrives (and again when the plan or the results log
+    changes), that does nothing but fork: it waits for a job, forks the run, says which process it
+    is, reaps it and says how it ended. Forking from it instead of from the zygote does two things.
+    The zygote goes on working between runs (reading jobs, relaying results), and every page it
+    writes after a fork is a copy-on-write fault: about 440 a submission, paid by nobody now. And a
+    run inherits the memory of a process that has never handled a submission: nothing an earlier
+    submission left in the zygote's heap (the text of an error, say) can be found in it.
+
+    The job travels in a memory file the forker never reads: the run reads it, before its sandbox.
+    """
+
+    def __init__(self, pid: int, sock: socket.socket) -> None:
+        self.pid = pid
+        self.sock = sock
+        self.running = False  # a run was forked and its end not yet heard
+
+    @classmethod
+    def start(cls, zygote: Zygote) -> Forker:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the forker
+            ours.close()
+            zygote.serve_forks(theirs)
+        theirs.close()
+        return cls(pid, ours)
+
+    def fork_run(self, job_fd: int, result_fd: int) -> tuple[int, int]:
+        """Have a run forked, with the job in `job_fd` and `result_fd` as its pipe: (pid, pidfd)."""
+        try:
+            socket.send_fds(self.sock, [b"r"], [job_fd, result_fd])
+            self._wait_readable(time.monotonic() + FORKER_TIMEOUT)
+            message, fds, _, _ = socket.recv_fds(self.sock, FORKED.size, 1)
+        except OSError as error:
+            raise SandboxSetupFailed(f"the forker failed ({error})") from error
+        if len(message) != FORKED.size or len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            raise SandboxSetupFailed("the forker stopped")
+        self.running = True
+        return FORKED.unpack(message)[0], fds[0]
+
+    def wait(self, deadline: float) -> tuple[int, float]:
+        """The run's wait status and CPU seconds, once it has ended; TimeoutError past the deadline."""
+        self._wait_readable(deadline)
+        try:
+            message = self.sock.recv(REAPED.size)
+        except OSError as error:
+            raise SandboxSetupFailed(f"the forker failed ({error})") from error
+        if len(message) != REAPED.size:
+            raise SandboxSetupFailed("the forker stopped")
+        self.running = False
+        status, cpu = REAPED.unpack(message)
+        return status, cpu
+
+    def kill_and_wait(self, pid: int, pidfd: int) -> None:
+        """End a run that has not ended by itself (its process group too), and wait until it is reaped."""
+        if not self.running:
+            return
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            self.wait(time.monotonic() + FORKER_TIMEOUT)
+        except TimeoutError:
+            raise SandboxSetupFailed("a killed run was not reaped") from None
+
+    def stop(self) -> None:
+        """End the forker; a run still in progress dies with it (its parent-death signal)."""
+        self.sock.close()
+        try:
+            os.kill(self.pid, signal.SIGKILL)  # it holds nothing to clean up, and may be waiting on a run
+            os.waitpid(self.pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+
+    def _wait_readable(self, deadline: float) -> None:
+        ready, _, _ = select.select([self.sock], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            raise TimeoutError
+
+
+def _job_file(job: dict[str, Any], arrays: list[np.ndarray]) -> int:
+    """A memory file holding one run's job (the compiled module and its source among it), read
+    from its start."""
+    fd = os.memfd_create("grader-job", os.MFD_CLOEXEC)
     try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
+        write_message(fd, job, arrays)
+        os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def main() -> None:
