@@ -224,12 +224,18 @@ def probe():
     return first, second
 
 
-def test_no_trace_of_the_previous_submission_in_memory() -> None:
-    """The next run inherits the zygote's memory: the previous source must not be anywhere in it."""
+@pytest.mark.parametrize("output_mb", [16, 32], ids=["default", "larger-output-limit"])
+def test_no_trace_of_the_previous_submission_in_memory(output_mb: int) -> None:
+    """The next run inherits the zygote's memory: the previous source must not be anywhere in it.
+    With an output limit past the default, the zygote makes a larger results log, and a new forker,
+    while the first submission's job is in its arena: that arena is never inherited."""
     marker = _marker()
-    filler = "# a long comment, so that the marker lies beyond where the next source will be written\n" * 1500
-    previous = CORRECT.replace("import numpy as np", f"import numpy as np\n{filler}# {marker}", 1)
-    with Grader(workers=1, limits=Limits(time_limit=20.0)) as grader:
+    # a constant: it is in the compiled module that crosses (comments are not); the long text puts
+    # it beyond where the next job's bytes will be written
+    filler = "a long text, so that the marker lies beyond where the next job will be written. " * 1500
+    previous = CORRECT.replace("import numpy as np", f"import numpy as np\nNOTE = {filler!r} + {marker!r}", 1)
+    limits = Limits(time_limit=20.0, max_output_bytes=output_mb << 20)
+    with Grader(workers=1, limits=limits) as grader:
         assert grader.grade(previous.encode()).score == 10
         result = run_probe(grader, _memory_scan(marker))
     assert result["scanned_mb"] >= 20, result  # it really did read the inherited heap and arenas
@@ -263,6 +269,30 @@ def test_no_trace_of_the_previous_submissions_error_texts_in_memory() -> None:
         report = grader.grade(previous.encode())
         assert marker in str(report.problems[1].checks[0].message)  # the text did reach the grader
         result = run_probe(grader, _memory_scan(marker))
+    assert result["scanned_mb"] >= 20, result
+    assert result["hits"] == 0, result
+
+
+def test_a_new_plan_gets_a_fresh_zygote_and_an_equal_one_keeps_it() -> None:
+    """A zygote makes its forker when a plan arrives. After it has graded, a different plan (another
+    seed, on a shared pool) gets a fresh zygote: the error texts the old one parsed must not reach
+    the new forker's runs. An equal plan (another Grader, the same assignment and seed) keeps it."""
+    marker = _marker()
+    raising = f"raise ValueError('bad input: ' + {marker[::-1]!r}[::-1] + '.' * 350)"
+    previous = CORRECT
+    for function, params in [("relu_forward", "x"), ("relu_backward", "dout, cache"), ("fc_forward", "x, w, b")]:
+        previous = previous.replace(f"def {function}({params}):\n", f"def {function}({params}):\n    {raising}\n", 1)
+    limits = Limits(time_limit=20.0)
+    with Grader(workers=1, limits=limits, seed=1) as first:
+        for _ in range(4):
+            assert first.grade(previous.encode()).problems[1].score < 1
+        zygotes = first.pool.zygote_pids()
+        same = Grader(first.assignment, pool=first.pool, limits=limits, seed=1)
+        assert same.grade(CORRECT.encode()).score == 10
+        assert first.pool.zygote_pids() == zygotes
+        other = Grader(first.assignment, pool=first.pool, limits=limits, seed=2)
+        result = run_probe(other, _memory_scan(marker))
+        assert first.pool.zygote_pids() != zygotes
     assert result["scanned_mb"] >= 20, result
     assert result["hits"] == 0, result
 

@@ -133,6 +133,20 @@ class ZygoteProcess:
         self.notes = {str(k): str(v) for k, v in layers["notes"].items()}
         return self.layers
 
+    def holds_plan(self, job: Job) -> bool:
+        """Whether this zygote has no plan yet, or one equal to the job's (the job's is then kept,
+        and not sent again)."""
+        if self.plan is None or (self.plan[0] is job.calls and self.plan[1] is job.arrays):
+            return True
+        calls, arrays = self.plan
+        if calls == job.calls and len(arrays) == len(job.arrays) and all(
+            a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b)
+            for a, b in zip(arrays, job.arrays, strict=True)
+        ):
+            self.plan = (job.calls, job.arrays)
+            return True
+        return False
+
     def run(self, job: Job, timeout: float) -> RunResult:
         header = {
             "op": "run",
@@ -306,6 +320,11 @@ class SandboxPool:
         timeout = (limits.import_time_limit + limits.time_limit * (functions + 2)) * (functions + 1) + 10
         zygote = self.idle.get()
         try:
+            if not zygote.holds_plan(job):
+                # what it graded under its plan left traces in its heap, which the forker it would make
+                # for the new plan would hand to every run: a fresh zygote makes that forker
+                zygote.close()
+                zygote = self._respawn(zygote.index)
             return zygote.run(job, timeout)
         except ZygoteDied:
             logger.warning("sandbox process %d stopped answering; replacing it", zygote.process.pid)

@@ -799,7 +799,11 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # still clean up cgroups and scratch
     # Ctrl-C on a terminal reaches the whole process group: the grader stops the zygotes itself
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    reader = MessageReader(control_in, max_array_bytes=JOB_ARENA_BYTES, arena=arena(JOB_ARENA_BYTES))
+    jobs = arena(JOB_ARENA_BYTES)
+    # never inherited: a forker made while a job is in it (a larger results log, a new plan) would
+    # hand that submission's module to every later run
+    jobs.madvise(mmap.MADV_DONTFORK)
+    reader = MessageReader(control_in, max_array_bytes=JOB_ARENA_BYTES, arena=jobs)
     config = reader.read()
     if config is None:
         return
