@@ -2,14 +2,15 @@
 
 A zygote (one pre-warmed interpreter per core) calls `Isolation.prepare_zygote` once: it finds out
 which layers this host allows and builds once what can be built once (the new root, the cgroups, the
-Landlock ruleset, the compiled seccomp filter). Every run then calls `fork_run` and, in the child,
+Landlock ruleset, the compiled seccomp filter). Every run is then forked by `fork_run` (in the
+zygote's forker, a copy of it that does nothing else) and calls, in the child,
 `enter_sandbox`, which returns only inside the fully isolated process or not at all. A layer the
 host refuses is recorded in `Layers` with the reason, never silently assumed; the pool refuses to
 grade without the minimum (a separate process, rlimits and no network) unless told to run insecurely.
 
 Layers, from the outside in (the names `pool.layers` and `grader doctor` report):
   process            a process per run: its own session, only the result pipe left open, stdin and
-                     output on /dev/null, killed if its zygote dies;
+                     output on /dev/null, killed if its forker (and so its zygote) dies;
   rlimits            address space, CPU seconds (soft = hard: PID 1 ignores SIGXCPU), processes,
                      file size, open files, no core dumps;
   user_namespace     only where the grader is not root: an unprivileged user namespace gives the
@@ -286,7 +287,7 @@ class Isolation:
         self.config = config
         self.layers = Layers()
         self.run_namespaces = 0  # unshare flags each run gets (besides the PID namespace)
-        self.pid_mode = ""  # "setns": the zygote unshares and steps back; "nested": an extra fork
+        self.pid_mode = ""  # "setns": the forker unshares and steps back; "nested": an extra fork
         self.cgroups: ZygoteCgroups | None = None
         self.landlock_ruleset: int | None = None
         self.seccomp: kernel.SeccompProgram | None = None
@@ -585,10 +586,10 @@ class Isolation:
         if self.pid_mode == "setns":
             if self._own_pid_ns is None:
                 self._own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-            kernel.unshare(CLONE_NEWPID)  # applies to the next child only; the zygote itself stays put
+            kernel.unshare(CLONE_NEWPID)  # applies to the next child only; the forker itself stays put
             pid = os.fork()
             if pid != 0:
-                # back to the zygote's own namespace, so the next unshare makes a fresh one again
+                # back to the forker's own namespace, so the next unshare makes a fresh one again
                 kernel.setns(self._own_pid_ns, CLONE_NEWPID)
             return pid
         pid = os.fork()
@@ -600,7 +601,7 @@ class Isolation:
 
     def enter_sandbox(self, limits: Limits, keep_fds: list[int]) -> None:
         """Called in the child `fork_run` made; returns only once every layer that held is in force."""
-        kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)  # if the zygote dies, so does the run
+        kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)  # if the forker dies, so does the run
         os.setsid()
         if self.cgroups is not None:
             self.cgroups.join()
@@ -684,8 +685,8 @@ def _pid_nested() -> None:
 
 
 def _become_pid_namespace_parent() -> None:  # pragma: no cover - runs in the child
-    """Where the zygote cannot step back out of a PID namespace (a user namespace): this child makes
-    one, forks the run into it as PID 1, and mirrors how the run ended to the zygote."""
+    """Where the forker cannot step back out of a PID namespace (a user namespace): this child makes
+    one, forks the run into it as PID 1, and mirrors how the run ended to the forker."""
     kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)
     kernel.unshare(CLONE_NEWPID)
     pid = os.fork()

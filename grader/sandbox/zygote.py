@@ -1,11 +1,13 @@
-"""A pre-warmed interpreter that forks one sandboxed child per submission.
+"""A pre-warmed interpreter that has one sandboxed child forked per submission.
 
 Started as a fresh `python -I` with a scrubbed environment, so it has never seen the reference, the
 hidden cases or the service's secrets. It speaks the wire protocol on its stdin/stdout with the
 trusted pool, relays each child's results after validating them, and turns a child that hangs,
 crashes or exits into a failure of the one function it was running: the remaining calls go to a
-fresh child. A submission's compiled module and results pass through arenas the zygote wipes after each
-submission, so the next submission's child cannot find them in the memory it inherits.
+fresh child. The children are forked by its forker (see `Forker`), a copy of it made before any
+submission is handled, so that no child can find an earlier submission's traces in the memory it
+inherits; a submission's compiled module and results pass through an arena no child inherits and a
+log the zygote wipes after each run.
 """
 
 from __future__ import annotations
