@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
+import pluggy
 import pytest
 
 from grader.engine.assignment import Assignment, load_assignment
@@ -17,7 +18,9 @@ EXAMPLES = ROOT / "submissions" / "examples"
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pluggy.Result[pytest.TestReport], None]:
     """Expose each phase's report on the test item, so fixtures can act on failure (screenshots)."""
     outcome = yield
     report = outcome.get_result()

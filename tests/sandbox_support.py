@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from grader.sandbox import cgroups, kernel
 from tests.conftest import ROOT
@@ -54,7 +55,7 @@ class Listeners:
         self._datagram(socket.AF_UNIX, "\0hw-grader-canary-dgram", "abstract dgram")
         os.chmod(CANARY / "listener.sock", 0o777)
 
-    def _stream(self, family: int, address: object, name: str) -> None:
+    def _stream(self, family: int, address: tuple[str, int] | str, name: str) -> None:
         server = socket.socket(family, socket.SOCK_STREAM)
         if family != socket.AF_UNIX:
             server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -76,7 +77,7 @@ class Listeners:
 
         self._thread(serve)
 
-    def _datagram(self, family: int, address: object, name: str) -> None:
+    def _datagram(self, family: int, address: tuple[str, int] | str, name: str) -> None:
         server = socket.socket(family, socket.SOCK_DGRAM)
         server.bind(address)
         server.settimeout(0.2)
@@ -280,7 +281,9 @@ def assert_contained(result: Finished, listeners: Listeners, before: dict[str, o
     assert canary_state() == before["canary"], "a run changed the canary folder"
     after = leftovers((result.pid,))
     for kind in ("files", "cgroups", "children"):
-        assert after[kind] == before[kind], f"left behind ({kind}): {set(after[kind]) ^ set(before[kind])}"  # type: ignore[arg-type]
+        assert after[kind] == before[kind], (
+            f"left behind ({kind}): {set(after[kind]) ^ set(cast(set[str], before[kind]))}"
+        )
 
 
 def check_scores(reports: dict[str, dict[str, object]], *, messages: bool) -> None:

@@ -9,10 +9,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from fastapi.testclient import TestClient
@@ -32,6 +32,21 @@ def settings_for(data_dir: Path, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
+class ResponseLike(Protocol):
+    """What the tests read from a response: `httpx.Response`, and `httpx2.Response` (what TestClient returns)."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    def json(self, **kwargs: Any) -> Any: ...
+
+
 @contextmanager
 def service_client(grader: Grader, data_dir: Path, **overrides: Any) -> Iterator[TestClient]:
     dispatcher_options = overrides.pop("dispatcher_options", None)
@@ -42,7 +57,9 @@ def service_client(grader: Grader, data_dir: Path, **overrides: Any) -> Iterator
         yield client
 
 
-def wait_for_batch(client: httpx.Client, location: str, timeout: float = 60.0, **kwargs: Any) -> dict[str, Any]:
+def wait_for_batch(
+    client: httpx.Client | TestClient, location: str, timeout: float = 60.0, **kwargs: Any
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         response = client.get(location, **kwargs)

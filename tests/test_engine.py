@@ -6,7 +6,9 @@ import shutil
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
+import numpy as np
 import pytest
 
 from grader.engine.assignment import Assignment, AssignmentError, load_assignment
@@ -42,8 +44,8 @@ def test_reference_passes_gradient_checks_with_tenfold_margin_over_50_seeds(assi
 
 def test_seed_changes_the_cases_but_not_the_score(assignment: Assignment, grader: Grader):
     other = Grader(assignment, pool=grader.pool, seed=12345)
-    x_default = grader.plan.cases["fc"][0]["x"]
-    x_other = other.plan.cases["fc"][0]["x"]
+    x_default = cast(np.ndarray, grader.plan.cases["fc"][0]["x"])
+    x_other = cast(np.ndarray, other.plan.cases["fc"][0]["x"])
     assert x_default.shape == x_other.shape and not (x_default == x_other).all()
     report = other.grade(CORRECT.encode())
     assert report.score == 10 and report.seed == 12345

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import pytest
 
 from grader.engine.grading import Grader
@@ -23,7 +25,7 @@ def test_example_scores(name: str, grader: Grader, expected_examples: dict[str, 
     assert report.max_score == 10
     messages = " | ".join(c.message for p in report.problems for c in p.checks)
     if "message" in expected:
-        assert expected["message"] in messages
+        assert cast(str, expected["message"]) in messages
     if "error" in expected:
         assert any(str(expected["error"]) in e for e in report.errors), report.errors
     else:

@@ -45,7 +45,7 @@ def test_a_renamed_copy_is_flagged_with_its_shared_regions() -> None:
     first = pair.regions[0]
     region = first.a_lines if pair.a == "alice" else first.b_lines
     assert 1 <= region[0] <= region[1] <= len(alice_lines)
-    covered = set()
+    covered: set[int] = set()
     for r in pair.regions:
         span = r.a_lines if pair.a == "alice" else r.b_lines
         covered.update(range(span[0], span[1] + 1))

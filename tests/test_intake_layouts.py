@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from grader.engine.grading import Grader
-from grader.intake import IntakeError, StudentResult, grade_intake, read_inputs
+from grader.intake import IntakeError, StudentResult, Submission, grade_intake, read_inputs
 from tests.intake_fixtures import blackboard_entries, example, write_zip, zip_bytes
 
 CORRECT = example("correct")
@@ -16,7 +16,7 @@ KEEPDIMS = example("grad_b_keepdims")
 NO_MASK = example("relu_backward_no_mask")
 
 
-def by_key(intake_submissions: list) -> dict:  # type: ignore[type-arg]
+def by_key(intake_submissions: list[Submission]) -> dict[str, Submission]:
     return {s.key: s for s in intake_submissions}
 
 
@@ -137,7 +137,7 @@ def class_entries() -> dict[str, bytes | str]:
     }
 
 
-def check_class(intake_layout: str, submissions: dict, warnings: list[str]) -> None:  # type: ignore[type-arg]
+def check_class(intake_layout: str, submissions: dict[str, Submission], warnings: list[str]) -> None:
     assert intake_layout == "students"
     assert sorted(submissions) == ["alice", "bob", "carol", "dave", "erin", "frank"]
     assert submissions["alice"].source == CORRECT

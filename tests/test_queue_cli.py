@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from grader.settings import Settings, get_settings
 
 
 @pytest.fixture
-def clean_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+def clean_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for name in list(os.environ):
         if name.startswith("GRADER_"):
             monkeypatch.delenv(name)

@@ -7,7 +7,9 @@ import json
 import re
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -53,7 +55,8 @@ def test_batch_survives_a_worker_killed_mid_job(tmp_path: Path) -> None:
         client = redis.Redis.from_url(redis_url)
         try:
             api.start(timeout=90)  # the workers start meanwhile
-            broker_ids = [wait_for(lambda log=log: _worker_broker_id(log), 90, f"{log.name} to start") for log in logs]
+            broker_ids = [wait_for(cast("Callable[[], str | None]", lambda log=log: _worker_broker_id(log)), 90,
+                                   f"{log.name} to start") for log in logs]
 
             # 3 copies of every sample: the hanging ones keep a worker busy for seconds at a time
             archive = tmp_path / "class.zip"
@@ -98,7 +101,7 @@ def test_batch_survives_a_worker_killed_mid_job(tmp_path: Path) -> None:
             workers[0].send_signal(signal.SIGKILL)
             workers[0].wait(10)
 
-            def finished() -> dict | None:  # type: ignore[type-arg]
+            def finished() -> dict[str, Any] | None:
                 detail = httpx.get(f"{api.url}/api/v1/batches/{batch_id}", timeout=10).json()
                 return detail if detail["status"] in ("done", "failed") else None
 

@@ -16,6 +16,7 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -76,7 +77,7 @@ def probe_source(body: str, rest: str = CORRECT) -> bytes:
     return (PROBE + "\n" + probe + "\n\n\n" + without_fc.replace("import numpy as np\n", "")).encode()
 
 
-def outcome(report_messages: str) -> dict[str, object]:
+def outcome(report_messages: str) -> dict[str, Any]:
     found = re.search(r"PROBE(.*?)ENDPROBE", report_messages)
     assert found, f"the probe did not report: {report_messages[:600]}"
     return json.loads(found.group(1))
@@ -96,7 +97,7 @@ def one_zygote() -> Iterator[Grader]:
         yield grader
 
 
-def run_probe(grader: Grader, body: str) -> dict[str, object]:
+def run_probe(grader: Grader, body: str) -> dict[str, Any]:
     return outcome(messages(grader.grade(probe_source(body))))
 
 
@@ -190,7 +191,7 @@ def probe():
     assert result["proc"] != 0 and result["passwd"] != 0 and result["write_usr"] != 0
     # ".scratch" stands in for "tmp" when the Python install itself lives under /tmp
     allowed = {"bin", "dev", "etc", "lib", "lib32", "lib64", "root", "tmp", "usr", ".scratch"}
-    assert set(result["root"]) <= allowed  # type: ignore[arg-type]
+    assert set(result["root"]) <= allowed
     assert result["dev"] == ["null", "random", "urandom", "zero"]
     assert result["env"] == []
     assert result["kill_all"] == ESRCH, "kill(-1) found no other process in its PID namespace"
@@ -490,7 +491,7 @@ def test_a_previously_good_value_count_is_checked_per_call() -> None:
     """The zygote accepts a result only with exactly the values its call returns."""
     from grader.sandbox.zygote import _clean_results
 
-    calls = [{"fn": "f", "send": [0, 1]}, {"fn": "g", "send": [0], "perturb": {"arg": 0}}]
+    calls: list[dict[str, Any]] = [{"fn": "f", "send": [0, 1]}, {"fn": "g", "send": [0], "perturb": {"arg": 0}}]
     ok = {"call": 0, "status": "ok", "values": [{"kind": "array"}, {"kind": "none"}]}
     specs = [{"dtype": "f8", "shape": [2]}]
     assert _clean_results([ok], specs, calls, {0, 1}) is not None

@@ -20,7 +20,7 @@ from grader.engine.grading import Grader
 from tests.conftest import EXAMPLES
 from tests.intake_fixtures import blackboard_entries, zip_bytes
 from tests.queue_support import wait_for
-from tests.service_helpers import service_client, wait_for_batch
+from tests.service_helpers import ResponseLike, service_client, wait_for_batch
 
 PROBLEM = "application/problem+json"
 
@@ -35,7 +35,7 @@ def upload(name: str, content: bytes | None = None) -> dict[str, tuple[str, byte
     return {"file": (name, content if content is not None else (EXAMPLES / name).read_bytes())}
 
 
-def assert_problem(response: httpx.Response, status: int, *words: str) -> dict[str, object]:
+def assert_problem(response: ResponseLike, status: int, *words: str) -> dict[str, object]:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith(PROBLEM)
     body = response.json()
