@@ -132,6 +132,13 @@ REFUSED = {
     "setxattr": "attempt(lambda: os.setxattr('.', 'user.x', b'1'))",
     "shmget": "syscall(29, 0, 4096, 0o1000 | 0o666)",
     "setsid": "syscall(112)",
+    # a pipe's SIGIO pointed at another process group, as SIGKILL: the run's own pipe, so a refusal
+    # is the filter's, not a bad descriptor's
+    "fcntl_setown": "syscall(72, os.pipe()[0], 8, -1)",
+    "fcntl_setsig": "syscall(72, os.pipe()[0], 10, 9)",
+    "fcntl_setown_ex": "syscall(72, os.pipe()[0], 15, 0)",
+    "ioctl_fiosetown": "syscall(16, os.pipe()[0], 0x8901, 0)",
+    "ioctl_siocspgrp": "syscall(16, os.pipe()[0], 0x8902, 0)",
 }
 GROUPS = [dict(list(REFUSED.items())[i : i + 9]) for i in range(0, len(REFUSED), 9)]
 
@@ -279,10 +286,7 @@ def test_a_new_plan_gets_a_fresh_zygote_and_an_equal_one_keeps_it() -> None:
     seed, on a shared pool) gets a fresh zygote: the error texts the old one parsed must not reach
     the new forker's runs. An equal plan (another Grader, the same assignment and seed) keeps it."""
     marker = _marker()
-    raising = f"raise ValueError('bad input: ' + {marker[::-1]!r}[::-1] + '.' * 350)"
-    previous = CORRECT
-    for function, params in [("relu_forward", "x"), ("relu_backward", "dout, cache"), ("fc_forward", "x, w, b")]:
-        previous = previous.replace(f"def {function}({params}):\n", f"def {function}({params}):\n    {raising}\n", 1)
+    previous = _raising(marker)
     limits = Limits(time_limit=20.0)
     with Grader(workers=1, limits=limits, seed=1) as first:
         for _ in range(4):
@@ -296,6 +300,35 @@ def test_a_new_plan_gets_a_fresh_zygote_and_an_equal_one_keeps_it() -> None:
         assert first.pool.zygote_pids() != zygotes
     assert result["scanned_mb"] >= 20, result
     assert result["hits"] == 0, result
+
+
+def test_a_larger_output_limit_gets_a_fresh_zygote_once_it_has_graded() -> None:
+    """A job whose output limit outgrows the zygote's results log needs a new forker: after the
+    zygote has graded, a fresh zygote makes it (one that had graded let a later run read earlier
+    students' error texts back, 3 to 7 copies). A smaller limit keeps the zygote."""
+    marker = _marker()
+    with Grader(workers=1, limits=Limits(time_limit=20.0)) as first:
+        for _ in range(4):
+            assert first.grade(_raising(marker).encode()).problems[1].score < 1
+        zygotes = first.pool.zygote_pids()
+        larger = Grader(first.assignment, pool=first.pool, limits=Limits(time_limit=20.0, max_output_bytes=32 << 20))
+        result = run_probe(larger, _memory_scan(marker))
+        replaced = first.pool.zygote_pids()
+        assert replaced != zygotes
+        assert first.grade(CORRECT.encode()).score == 10
+        assert first.pool.zygote_pids() == replaced
+    assert result["scanned_mb"] >= 20, result
+    assert result["hits"] == 0, result
+
+
+def _raising(marker: str) -> str:
+    """The correct file with three functions raising an error whose long text holds the marker,
+    built as the call runs (so that only the error text carries it)."""
+    raising = f"raise ValueError('bad input: ' + {marker[::-1]!r}[::-1] + '.' * 350)"
+    source = CORRECT
+    for function, params in [("relu_forward", "x"), ("relu_backward", "dout, cache"), ("fc_forward", "x, w, b")]:
+        source = source.replace(f"def {function}({params}):\n", f"def {function}({params}):\n    {raising}\n", 1)
+    return source
 
 
 def _marker() -> str:
@@ -404,6 +437,41 @@ def probe():
     assert time.monotonic() - started < 20
     assert "fc_forward did not return within 1 s" in messages(report)
     assert report.problems[1].score == 2, "the other functions still ran"
+
+
+def test_a_result_pipe_closed_while_importing_is_an_import_timeout(one_zygote: Grader) -> None:
+    """The same while the module is being imported: the import's limit ends it, and it is reported
+    as the import not finishing, not as a function that did not return."""
+    report = one_zygote.grade(CORRECT.replace("import numpy as np", """import numpy as np
+import os, time
+for fd in range(3, 64):
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+time.sleep(3600)""", 1).encode())
+    assert report.score == 0
+    assert "could not be imported: it did not finish importing within 2 s" in messages(report)
+    assert "did not return" not in messages(report)
+
+
+def test_the_memory_limit_leaves_a_run_that_much_and_no_more(one_zygote: Grader) -> None:
+    """The address-space limit is what a run inherits plus the memory limit (512 MB): the largest
+    mapping a run can make is a little under that. (Measured in the zygote, it counted the job
+    arena, which runs do not inherit: 768 MB.)"""
+    result = run_probe(one_zygote, """
+def probe():
+    low, high = 0, 4096
+    while low < high:
+        middle = (low + high + 1) // 2
+        try:
+            mmap.mmap(-1, middle << 20).close()
+            low = middle
+        except OSError:
+            high = middle - 1
+    return {"largest_mb": low}
+""")
+    assert 400 <= result["largest_mb"] <= 512, result
 
 
 def test_faking_progress_does_not_buy_time() -> None:

@@ -86,7 +86,7 @@ class Limits:
 
     time_limit: float = 3.0  # seconds of wall time per call of a student function
     import_time_limit: float = 10.0  # seconds of wall time to import the submission
-    memory_limit_mb: int = 512  # address space beyond what the zygote had mapped, and the cgroup
+    memory_limit_mb: int = 512  # address space beyond what the forker had mapped, and the cgroup
     cpu_limit: int = 60  # CPU seconds for the whole run
     max_processes: int = 16  # processes and threads, the run itself included
     max_file_bytes: int = 8 * 1024 * 1024  # largest file it may write
@@ -120,6 +120,10 @@ EPERM = errno.EPERM
 TIOCSTI = 0x5412
 TIOCLINUX = 0x541C
 PER_QUERY = 0xFFFFFFFF  # personality(0xffffffff) only reads the persona
+# Who gets a descriptor's SIGIO (and which signal it is): set, they would let a run signal another
+# process group (with F_SETSIG, SIGKILL) whenever its pipe is written, past the kill rules below.
+F_SETOWN, F_SETSIG, F_SETOWN_EX = 8, 10, 15
+FIOSETOWN, SIOCSPGRP = 0x8901, 0x8902
 # Syscalls a run may not make at all (they fail with EPERM), and why.
 DENIED: dict[str, str] = {
     "socket": "no network of any kind: TCP, UDP, unix, netlink, raw",
@@ -201,6 +205,14 @@ DENIED_WITH_ARGUMENTS: list[tuple[str, list[tuple[int, int, int, int]], str]] = 
     ),
     ("ioctl", [(1, kernel.CMP_MASKED_EQ, 0xFFFFFFFF, TIOCSTI)], "no typing into a terminal"),
     ("ioctl", [(1, kernel.CMP_MASKED_EQ, 0xFFFFFFFF, TIOCLINUX)], "no typing into a terminal"),
+    *(
+        ("fcntl", [(1, kernel.CMP_MASKED_EQ, 0xFFFFFFFF, command)], "no signals to others through SIGIO")
+        for command in (F_SETOWN, F_SETSIG, F_SETOWN_EX)
+    ),
+    *(
+        ("ioctl", [(1, kernel.CMP_MASKED_EQ, 0xFFFFFFFF, command)], "no signals to others through SIGIO")
+        for command in (FIOSETOWN, SIOCSPGRP)
+    ),
     ("personality", [(0, kernel.CMP_NE, PER_QUERY, 0)], "no turning off address randomization"),
     ("prctl", [(0, kernel.CMP_EQ, kernel.PR_SET_PDEATHSIG, 0)], "the run must die with its zygote"),
 ]
@@ -291,7 +303,7 @@ class Isolation:
         self.cgroups: ZygoteCgroups | None = None
         self.landlock_ruleset: int | None = None
         self.seccomp: kernel.SeccompProgram | None = None
-        self.address_space = 0  # bytes the zygote has mapped, which a run inherits
+        self.address_space = 0  # bytes the forker has mapped, which a run inherits
         self.scratch = ""  # the run's scratch folder, as the zygote sees it
         self.scratch_in_root = SCRATCH  # the same folder, as the run sees it inside the new root
         self.scratch_size_mb = 0
@@ -541,8 +553,8 @@ class Isolation:
     # -- once per run, in the zygote ----------------------------------------------------------------
 
     def measure_address_space(self) -> None:
-        """Done when the zygote's mappings change (start, a new plan), not per run: reading it costs
-        a run half a millisecond."""
+        """Done once by each forker, as it starts (what it has mapped is what its runs inherit; the
+        zygote's job arena is not among it), not per run: reading it costs a run half a millisecond."""
         self.address_space = _address_space_bytes()
 
     @property

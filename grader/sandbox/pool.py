@@ -120,6 +120,8 @@ class ZygoteProcess:
         self.layers: dict[str, bool] = {}
         self.notes: dict[str, str] = {}
         self.plan: tuple[list[dict[str, Any]], list[np.ndarray]] | None = None  # the one the zygote has
+        self.graded = False  # whether it has run a job
+        self.log_capacity = Limits().max_output_bytes  # the output its results log holds (it grows)
 
     def wait_ready(self, timeout: float = 60.0) -> dict[str, bool]:
         try:
@@ -133,9 +135,14 @@ class ZygoteProcess:
         self.notes = {str(k): str(v) for k, v in layers["notes"].items()}
         return self.layers
 
-    def holds_plan(self, job: Job) -> bool:
-        """Whether this zygote has no plan yet, or one equal to the job's (the job's is then kept,
-        and not sent again)."""
+    def suits(self, job: Job) -> bool:
+        """Whether this zygote can run the job with the forker it has, or make one without having
+        graded anything: a new forker inherits the zygote's heap, which holds traces of what it
+        graded. It can if it has no plan yet, or one equal to the job's (the job's is then kept, and
+        not sent again), and its results log is large enough for the job's output limit or it has
+        graded nothing yet."""
+        if self.graded and job.limits.max_output_bytes > self.log_capacity:
+            return False
         if self.plan is None or (self.plan[0] is job.calls and self.plan[1] is job.arrays):
             return True
         calls, arrays = self.plan
@@ -164,6 +171,8 @@ class ZygoteProcess:
             write_message(self.write_fd, header, [code, source])
         except (BrokenPipeError, OSError) as error:
             raise ZygoteDied(str(error)) from error
+        self.graded = True
+        self.log_capacity = max(self.log_capacity, job.limits.max_output_bytes)
         results: list[CallResult | None] = [None] * len(job.calls)
         import_error = None
         deadline = time.monotonic() + timeout
@@ -320,9 +329,9 @@ class SandboxPool:
         timeout = (limits.import_time_limit + limits.time_limit * (functions + 2)) * (functions + 1) + 10
         zygote = self.idle.get()
         try:
-            if not zygote.holds_plan(job):
-                # what it graded under its plan left traces in its heap, which the forker it would make
-                # for the new plan would hand to every run: a fresh zygote makes that forker
+            if not zygote.suits(job):
+                # what it graded left traces in its heap, which the forker it would make for this job
+                # would hand to every run: a fresh zygote makes that forker
                 zygote.close()
                 zygote = self._respawn(zygote.index)
             return zygote.run(job, timeout)

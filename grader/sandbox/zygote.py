@@ -94,7 +94,6 @@ class Zygote:
             except Exception as error:  # noqa: BLE001 - a missing optional package is reported, not fatal
                 print(f"zygote: could not preload {name}: {error}", file=sys.stderr)
         self.isolation.set_run_environment()
-        self.isolation.measure_address_space()
 
     def send(self, header: dict[str, Any], arrays: list[np.ndarray] | None = None) -> None:
         write_message(self.control_out, header, arrays or [])
@@ -116,7 +115,6 @@ class Zygote:
                     warm_up(*self.plan)
                     gc.collect()
                     gc.freeze()  # a run's collections then never walk (and copy) the zygote's objects
-                    self.isolation.measure_address_space()
                     self.restart_forker()
                 elif message.header.get("op") == "run":
                     started = time.monotonic()
@@ -146,7 +144,6 @@ class Zygote:
         if limits.max_output_bytes + LOG_RESERVE + RESULTS_LOG.size > len(self.results_log):
             self.results_log.close()
             self.results_log = results_log(limits.max_output_bytes)
-            self.isolation.measure_address_space()
             self.restart_forker()
         calls: list[dict[str, Any]] = job["calls"]
         pending = set(range(len(calls)))
@@ -295,34 +292,49 @@ class Zygote:
             self._forker.stop()
             self._forker = None
 
-    def serve_forks(self, sock: socket.socket) -> NoReturn:  # pragma: no cover - runs in the forker
+    def serve_forks(self, sock: socket.socket, zygote: int) -> NoReturn:  # pragma: no cover - in the forker
         """The forker's loop (see Forker): fork a run per job, say which it is, reap it, say how it ended."""
         code = 0
         try:
             kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)  # if the zygote dies, so does the forker
-            if os.getppid() == 1:
+            if os.getppid() != zygote:  # it died before that
                 raise SystemExit
             os.close(self.control_in)
             os.close(self.control_out)
-            while True:
-                message, fds, _, _ = socket.recv_fds(sock, 1, 2)
-                if not message or len(fds) != 2:
-                    break  # the zygote closed its end: done
-                job_fd, result_fd = fds
-                pid = self.isolation.fork_run()
-                if pid == 0:
-                    sock.close()
-                    self.run_forked(job_fd, result_fd)
-                os.close(job_fd)
-                os.close(result_fd)
-                pidfd = os.pidfd_open(pid)
-                socket.send_fds(sock, [FORKED.pack(pid)], [pidfd])
-                os.close(pidfd)
-                _, status, usage = os.wait4(pid, 0)
-                sock.send(REAPED.pack(status, usage.ru_utime + usage.ru_stime))
+            self.isolation.measure_address_space()  # what its runs inherit (no job arena among it)
+            alive = os.pidfd_open(os.getpid())  # readable once the forker has ended: its runs check it
+            while self.fork_one(sock, alive):
+                pass
         except BaseException:  # noqa: BLE001
             code = 70
         os._exit(code)
+
+    def fork_one(self, sock: socket.socket, alive: int) -> bool:  # pragma: no cover - runs in the forker
+        """One job: fork its run, say which it is, reap it, say how it ended; False once the zygote has
+        closed its end. In a frame of its own, which is gone before the next run is forked: no run
+        finds another's pid or status among the forker's locals."""
+        message, fds, _, _ = socket.recv_fds(sock, 1, 2)
+        if not message or len(fds) != 2:
+            for fd in fds:
+                os.close(fd)
+            return False
+        job_fd, result_fd = fds
+        pid = self.isolation.fork_run()
+        if pid == 0:
+            kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)  # first: the forker may die at any moment
+            if select.select([alive], [], [], 0)[0]:  # it already has: nothing would stop or reap this run
+                os._exit(0)
+            sock.close()
+            os.close(alive)
+            self.run_forked(job_fd, result_fd)
+        os.close(job_fd)
+        os.close(result_fd)
+        pidfd = os.pidfd_open(pid)
+        socket.send_fds(sock, [FORKED.pack(pid)], [pidfd])
+        os.close(pidfd)
+        _, status, usage = os.wait4(pid, 0)
+        sock.send(REAPED.pack(status, usage.ru_utime + usage.ru_stime))
+        return True
 
     def settle(
         self, outcome: ChildOutcome, exited: bool, calls: list[dict[str, Any]], pending: set[int],
@@ -451,6 +463,9 @@ class Zygote:
                 try:
                     reaped = self.forker().wait(min(call_deadline, self.job_deadline))
                 except TimeoutError:  # it closed its end of the pipe but carries on: a hang all the same
+                    if in_import:
+                        text = f"did not finish importing within {limits.import_time_limit:g} s"
+                        return self.fail_import(pending, {"type": "timeout", "message": text}), None
                     text = f"did not return within {limits.time_limit:g} s"
                     return ChildOutcome({"type": "timeout", "message": text}, current), None
                 if not sandboxed:
@@ -703,16 +718,19 @@ class Forker:
 
     def __init__(self, pid: int, sock: socket.socket) -> None:
         self.pid = pid
+        # signalled and waited for through this, never by number: it may have been reaped already
+        self.handle = os.pidfd_open(pid)
         self.sock = sock
         self.running = False  # a run was forked and its end not yet heard
 
     @classmethod
     def start(cls, zygote: Zygote) -> Forker:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the forker
             ours.close()
-            zygote.serve_forks(theirs)
+            zygote.serve_forks(theirs, parent)
         theirs.close()
         return cls(pid, ours)
 
@@ -748,10 +766,11 @@ class Forker:
         """End a run that has not ended by itself (its process group too), and wait until it is reaped."""
         if not self.running:
             return
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        if not self._readable(time.monotonic()):  # once its end is reported, its pid may be reused
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         try:
             signal.pidfd_send_signal(pidfd, signal.SIGKILL)
         except ProcessLookupError:
@@ -765,14 +784,21 @@ class Forker:
         """End the forker; a run still in progress dies with it (its parent-death signal)."""
         self.sock.close()
         try:
-            os.kill(self.pid, signal.SIGKILL)  # it holds nothing to clean up, and may be waiting on a run
-            os.waitpid(self.pid, 0)
-        except (ProcessLookupError, ChildProcessError):
+            signal.pidfd_send_signal(self.handle, signal.SIGKILL)  # it holds nothing to clean up
+        except ProcessLookupError:
             pass
+        try:
+            os.waitid(os.P_PIDFD, self.handle, os.WEXITED)
+        except ChildProcessError:  # reaped already, among the zygote's orphans
+            pass
+        os.close(self.handle)
+
+    def _readable(self, deadline: float) -> bool:
+        ready, _, _ = select.select([self.sock], [], [], max(0.0, deadline - time.monotonic()))
+        return bool(ready)
 
     def _wait_readable(self, deadline: float) -> None:
-        ready, _, _ = select.select([self.sock], [], [], max(0.0, deadline - time.monotonic()))
-        if not ready:
+        if not self._readable(deadline):
             raise TimeoutError
 
 
@@ -781,7 +807,9 @@ def _job_file(job: dict[str, Any], arrays: list[np.ndarray]) -> int:
     from its start."""
     fd = os.memfd_create("grader-job", os.MFD_CLOEXEC)
     try:
-        write_message(fd, job, arrays)
+        # the arrays' own bytes, from the arena: copies would stay in the zygote's heap
+        specs = [{"dtype": "u1", "shape": [len(array)]} for array in arrays]
+        forward_message(fd, job, specs, *(array.data for array in arrays))
         os.lseek(fd, 0, os.SEEK_SET)
     except BaseException:
         os.close(fd)
