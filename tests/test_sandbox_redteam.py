@@ -474,6 +474,23 @@ def probe():
     assert 400 <= result["largest_mb"] <= 512, result
 
 
+def test_a_run_starts_threads_and_forks_as_any_process_does(one_zygote: Grader) -> None:
+    """Runs are forked without CPython's after-fork work (their forker has one thread): the
+    interpreter a run gets still starts threads, knows its main thread and forks."""
+    source = CORRECT.replace("def relu_forward(x):\n", """def relu_forward(x):
+    import concurrent.futures, os, threading
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        assert list(pool.map(abs, [-1, -2])) == [1, 2]
+    assert threading.current_thread() is threading.main_thread()
+    child = os.fork()
+    if child == 0:
+        os._exit(7)
+    assert os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) == 7
+""", 1)
+    report = one_zygote.grade(source.encode())
+    assert report.score == 10, messages(report)
+
+
 def test_faking_progress_does_not_buy_time() -> None:
     """Scribbling on the shared progress page from a thread only reaches the run's hard ceiling
     (the import limit plus one call limit per function and two more: 1 + 0.3 * 8 s here), and

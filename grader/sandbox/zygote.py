@@ -302,6 +302,7 @@ class Zygote:
             os.close(self.control_in)
             os.close(self.control_out)
             self.isolation.measure_address_space()  # what its runs inherit (no job arena among it)
+            self.isolation.count_threads()
             alive = os.pidfd_open(os.getpid())  # readable once the forker has ended: its runs check it
             while self.fork_one(sock, alive):
                 pass
