@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 import numpy as np
+import orjson
 
 from grader.sandbox import kernel
 from grader.sandbox.child import PROGRESS, Harness, mark_progress, warm_up
@@ -257,11 +258,8 @@ class Zygote:
         the submission and answer the calls from `start` on."""
         code = 0
         try:
-            message = MessageReader(job_fd, max_array_bytes=JOB_ARENA_BYTES).read()
+            job, module_code, module_source = _read_job(job_fd)
             os.close(job_fd)
-            if message is None:
-                raise ProtocolError("no job")
-            job = message.header
             limits = Limits(**job["limits"])
             self.isolation.enter_sandbox(limits, keep_fds=[result_fd])
             # sent before any student code runs, so a run cannot fake a broken sandbox
@@ -270,7 +268,6 @@ class Zygote:
             gc.set_threshold(RUN_GC_THRESHOLD, 50, 100)
             calls, inputs = self.plan
             harness = Harness({**job, "calls": calls}, inputs, result_fd, self.results_log, self.progress)
-            module_code, module_source = message.arrays[0].tobytes(), message.arrays[1].tobytes()
             if harness.load(module_code, job["module"], job["forbidden"], module_source):
                 harness.run(job["start"])
         except BaseException:  # noqa: BLE001
@@ -816,6 +813,20 @@ def _job_file(job: dict[str, Any], arrays: list[np.ndarray]) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def _read_job(fd: int) -> tuple[dict[str, Any], bytes, bytes]:  # pragma: no cover - runs in the child
+    """The job in a file `_job_file` wrote (one frame of the wire: its header's length, big-endian,
+    the header, then the compiled module's and the source's bytes): the header, the module, the
+    source. Read with one call and sliced, without a MessageReader or numpy arrays: a run pays for
+    every page it touches (this way, 80 fewer of them, a quarter of a millisecond)."""
+    data = os.pread(fd, os.fstat(fd).st_size, 0)
+    (length,) = struct.unpack_from(">I", data)
+    start = 4 + length
+    job = orjson.loads(data[4:start])
+    code_spec, source_spec = job["arrays"]
+    code_end = start + code_spec["shape"][0]
+    return job, data[start:code_end], data[code_end : code_end + source_spec["shape"][0]]
 
 
 def main() -> None:
