@@ -43,6 +43,7 @@ DTYPES: dict[str, np.dtype[Any]] = {
     "i8": np.dtype("<i8"),
     "u1": np.dtype("u1"),
 }
+_F8 = DTYPES["f8"]
 
 
 class ProtocolError(Exception):
@@ -227,6 +228,8 @@ class MessageReader:
         return header
 
     def _split_arrays(self, body: memoryview) -> list[np.ndarray]:
+        if self._sizes and all(dtype is _F8 for dtype, _, _ in self._sizes):
+            return self._split_float64(body)
         arrays = []
         offset = 0
         for dtype, count, shape in self._sizes:
@@ -237,6 +240,18 @@ class MessageReader:
             array.flags.writeable = False
             arrays.append(array)
             offset += count * dtype.itemsize
+        return arrays
+
+
+    def _split_float64(self, body: memoryview) -> list[np.ndarray]:
+        """The same for a message of float64 arrays only (every result message): views of one array."""
+        flat = np.frombuffer(body, dtype=_F8, count=self._total // 8)
+        flat.flags.writeable = False
+        arrays = []
+        offset = 0
+        for _, count, shape in self._sizes:
+            arrays.append(flat[offset : offset + count].reshape(shape))
+            offset += count
         return arrays
 
 
