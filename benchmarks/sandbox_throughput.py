@@ -1,13 +1,14 @@
 """How much grading a class costs, against the floor of any grader that starts a process per submission.
 
-Run: `python benchmarks/sandbox_throughput.py [--copies 120] [--latency-runs 300]`. Prints the machine,
+Run: `python benchmarks/sandbox_throughput.py [--copies 120] [--rounds 11] [--latency-runs 300]`. Prints the machine,
 the sandbox layers in force, the time to grade N copies of submissions/examples/correct.py fully
 sandboxed on every core, the time to start N fresh `python -c "import numpy"` processes as many at a
 time as there are cores (with the interpreter binary; then once more without the script's own
 OPENBLAS_NUM_THREADS=1, and through the pyenv shim when there is one), their ratio (the target is at
 most 0.10, against the first, the strictest floor; rounds alternate, so that the machine's load
-weighs on both),
-single-submission latency percentiles and the grader's memory.
+weighs on both, and there are 11 of them by default: a round of grading is under a second, and on a
+shared VM single rounds vary by 10% either way), single-submission latency percentiles and the
+grader's memory (the zygotes' forkers included).
 The numbers go into docs/benchmarks.md by hand; this is a script, never a test.
 """
 
@@ -109,7 +110,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--copies", type=int, default=120)
     parser.add_argument("--latency-runs", type=int, default=300)
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of grading and of the floor")
+    parser.add_argument("--rounds", type=int, default=11, help="alternating rounds of grading and of the floor")
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     source = (ROOT / "submissions" / "examples" / "correct.py").read_bytes()
