@@ -214,7 +214,7 @@ DENIED_WITH_ARGUMENTS: list[tuple[str, list[tuple[int, int, int, int]], str]] = 
         for command in (FIOSETOWN, SIOCSPGRP)
     ),
     ("personality", [(0, kernel.CMP_NE, PER_QUERY, 0)], "no turning off address randomization"),
-    ("prctl", [(0, kernel.CMP_EQ, kernel.PR_SET_PDEATHSIG, 0)], "the run must die with its zygote"),
+    ("prctl", [(0, kernel.CMP_EQ, kernel.PR_SET_PDEATHSIG, 0)], "the run must die with its forker"),
 ]
 # clone3 passes its flags in memory seccomp cannot read: it fails as unknown, so glibc uses clone.
 ENOSYS_SYSCALLS = ("clone3",)

@@ -242,7 +242,6 @@ class MessageReader:
             offset += count * dtype.itemsize
         return arrays
 
-
     def _split_float64(self, body: memoryview) -> list[np.ndarray]:
         """The same for a message of float64 arrays only (every result message): views of one array."""
         flat = np.frombuffer(body, dtype=_F8, count=self._total // 8)

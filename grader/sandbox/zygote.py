@@ -229,13 +229,18 @@ class Zygote:
         RESULTS_LOG.pack_into(self.results_log, 0, 0)
         self.isolation.before_run(limits)
         oom_before = self.isolation.oom_kills()
-        read_fd, write_fd = os.pipe()
         job_fd = _job_file(child_job, arrays[:2])
         try:
-            pid, pidfd = self.forker().fork_run(job_fd, write_fd)
+            read_fd, write_fd = os.pipe()
+            try:
+                pid, pidfd = self.forker().fork_run(job_fd, write_fd)
+            except BaseException:
+                os.close(read_fd)
+                raise
+            finally:
+                os.close(write_fd)
         finally:
             os.close(job_fd)
-            os.close(write_fd)
         self.processes += 1
         reaped = None
         try:
@@ -819,7 +824,7 @@ def _read_job(fd: int) -> tuple[dict[str, Any], bytes, bytes]:  # pragma: no cov
     """The job in a file `_job_file` wrote (one frame of the wire: its header's length, big-endian,
     the header, then the compiled module's and the source's bytes): the header, the module, the
     source. Read with one call and sliced, without a MessageReader or numpy arrays: a run pays for
-    every page it touches (this way, 80 fewer of them, a quarter of a millisecond)."""
+    every page it touches, and this way the reading takes half the time and copies about 40 fewer."""
     data = os.pread(fd, os.fstat(fd).st_size, 0)
     (length,) = struct.unpack_from(">I", data)
     start = 4 + length
