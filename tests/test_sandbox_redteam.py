@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import textwrap
 import time
 from collections.abc import Iterator
@@ -139,6 +140,8 @@ REFUSED = {
     "fcntl_setown_ex": "syscall(72, os.pipe()[0], 15, 0)",
     "ioctl_fiosetown": "syscall(16, os.pipe()[0], 0x8901, 0)",
     "ioctl_siocspgrp": "syscall(16, os.pipe()[0], 0x8902, 0)",
+    # prctl's option is an int: bits above it must not carry PR_SET_PDEATHSIG past the filter
+    "prctl_pdeathsig_high_bits": "syscall(157, (1 << 32) | 1, 0)",
 }
 GROUPS = [dict(list(REFUSED.items())[i : i + 9]) for i in range(0, len(REFUSED), 9)]
 
@@ -489,6 +492,33 @@ def test_a_run_starts_threads_and_forks_as_any_process_does(one_zygote: Grader) 
 """, 1)
     report = one_zygote.grade(source.encode())
     assert report.score == 10, messages(report)
+
+
+def test_a_run_dies_with_its_forker(one_zygote: Grader) -> None:
+    """Its parent-death signal is SIGKILL once it is sandboxed: the uid change, which clears it, comes
+    before it is set for the last time."""
+    result = run_probe(one_zygote, """
+def probe():
+    signal_number = ctypes.c_int(-1)
+    libc.prctl(2, ctypes.byref(signal_number), 0, 0, 0)  # PR_GET_PDEATHSIG
+    return {"pdeathsig": signal_number.value}
+""")
+    assert result == {"pdeathsig": signal.SIGKILL}
+
+
+def test_random_numbers_start_the_same_in_every_run() -> None:
+    """Runs are forked without CPython's at-fork hooks: `random` and numpy's global generator start
+    from one fixed seed in every run, of every zygote, so a submission that draws grades the same."""
+    probe = """
+def probe():
+    import random
+    return {"random": random.random(), "numpy": float(np.random.random())}
+"""
+    with Grader(workers=1) as first:
+        draws = [run_probe(first, probe), run_probe(first, probe)]
+    with Grader(workers=1) as second:
+        draws.append(run_probe(second, probe))
+    assert draws[0] == draws[1] == draws[2], draws
 
 
 def test_faking_progress_does_not_buy_time() -> None:

@@ -52,6 +52,7 @@ from __future__ import annotations
 import errno
 import os
 import resource
+import select
 import shutil
 import signal
 import socket
@@ -214,7 +215,8 @@ DENIED_WITH_ARGUMENTS: list[tuple[str, list[tuple[int, int, int, int]], str]] = 
         for command in (FIOSETOWN, SIOCSPGRP)
     ),
     ("personality", [(0, kernel.CMP_NE, PER_QUERY, 0)], "no turning off address randomization"),
-    ("prctl", [(0, kernel.CMP_EQ, kernel.PR_SET_PDEATHSIG, 0)], "the run must die with its forker"),
+    # prctl's option is an int: masked, so that high bits set above it cannot slip past
+    ("prctl", [(0, kernel.CMP_MASKED_EQ, 0xFFFFFFFF, kernel.PR_SET_PDEATHSIG)], "the run must die with its forker"),
 ]
 # clone3 passes its flags in memory seccomp cannot read: it fails as unknown, so glibc uses clone.
 ENOSYS_SYSCALLS = ("clone3",)
@@ -561,7 +563,7 @@ class Isolation:
     def count_threads(self) -> None:
         """Done once by each forker, as it starts: whether it has one thread (it starts none later)."""
         try:
-            self.one_thread = len(os.listdir(f"/proc/{os.getpid()}/task")) == 1
+            self.one_thread = len(os.listdir("/proc/self/task")) == 1
         except OSError:
             self.one_thread = False
 
@@ -624,8 +626,10 @@ class Isolation:
 
     # -- once per run, in the child -----------------------------------------------------------------
 
-    def enter_sandbox(self, limits: Limits, keep_fds: list[int]) -> None:
-        """Called in the child `fork_run` made; returns only once every layer that held is in force."""
+    def enter_sandbox(self, limits: Limits, keep_fds: list[int], parent: int | None = None) -> None:
+        """Called in the child `fork_run` made; returns only once every layer that held is in force.
+        `parent`, a pidfd of the forker: the run exits if the forker has ended before it is sure to
+        die with it."""
         kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)  # if the forker dies, so does the run
         os.setsid()
         if self.cgroups is not None:
@@ -636,7 +640,7 @@ class Isolation:
                 socket.sethostname(RUN_HOSTNAME)
         scratch = self.run_scratch
         ruleset = self.landlock_ruleset
-        _close_fds_except([*keep_fds, *([ruleset] if ruleset is not None else [])])
+        _close_fds_except([*keep_fds, *(fd for fd in (ruleset, parent) if fd is not None)])
         _apply_rlimits(limits, self.address_space)
         if self.layers["new_root"]:
             os.chroot(NEW_ROOT)
@@ -648,6 +652,13 @@ class Isolation:
             os.setresuid(uid, uid, uid)
         else:
             kernel.drop_all_capabilities()
+        # a change of credentials clears the parent-death signal: set again, then make sure the forker
+        # did not end before (the signal would never come)
+        kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)
+        if parent is not None:
+            if select.select([parent], [], [], 0)[0]:
+                os._exit(0)
+            os.close(parent)
         kernel.prctl(kernel.PR_SET_NO_NEW_PRIVS, 1)
         kernel.prctl(kernel.PR_SET_DUMPABLE, 0)
         if ruleset is not None:

@@ -17,6 +17,7 @@ import importlib
 import math
 import mmap
 import os
+import random
 import re
 import resource
 import select
@@ -258,15 +259,15 @@ class Zygote:
             self.isolation.after_run()
         return outcome
 
-    def run_forked(self, job_fd: int, result_fd: int) -> NoReturn:  # pragma: no cover - runs in the child
-        """One run, in a process the forker has just made: read the job, enter the sandbox, import
-        the submission and answer the calls from `start` on."""
+    def run_forked(self, job_fd: int, result_fd: int, forker: int) -> NoReturn:  # pragma: no cover - in the child
+        """One run, in a process the forker (`forker`, a pidfd) has just made: read the job, enter the
+        sandbox, import the submission and answer the calls from `start` on."""
         code = 0
         try:
             job, module_code, module_source = _read_job(job_fd)
             os.close(job_fd)
             limits = Limits(**job["limits"])
-            self.isolation.enter_sandbox(limits, keep_fds=[result_fd])
+            self.isolation.enter_sandbox(limits, keep_fds=[result_fd], parent=forker)
             # sent before any student code runs, so a run cannot fake a broken sandbox
             write_message(result_fd, {"op": "sandboxed"})
             # a run is short and memory-capped: collecting cycles every 700 allocations costs it 7%
@@ -305,6 +306,7 @@ class Zygote:
             os.close(self.control_out)
             self.isolation.measure_address_space()  # what its runs inherit (no job arena among it)
             self.isolation.count_threads()
+            _seed_generators()
             alive = os.pidfd_open(os.getpid())  # readable once the forker has ended: its runs check it
             while self.fork_one(sock, alive):
                 pass
@@ -328,8 +330,7 @@ class Zygote:
             if select.select([alive], [], [], 0)[0]:  # it already has: nothing would stop or reap this run
                 os._exit(0)
             sock.close()
-            os.close(alive)
-            self.run_forked(job_fd, result_fd)
+            self.run_forked(job_fd, result_fd, alive)
         os.close(job_fd)
         os.close(result_fd)
         pidfd = os.pidfd_open(pid)
@@ -698,6 +699,17 @@ def _describe_exit(reaped: tuple[int, Any] | None, limits: Limits) -> dict[str, 
         text = SIGNAL_NAMES.get(signum, f"was killed by signal {signum}")  # type: ignore[call-overload]
         return {"type": "crash", "message": text}
     return {"type": "exit", "message": f"ended the process (exit status {code}) instead of returning"}
+
+
+RUN_SEED = 0  # where `random` and numpy's global generator start in every run
+
+
+def _seed_generators() -> None:  # pragma: no cover - runs in the forker
+    """The same start for every run, on every machine: runs are forked without CPython's at-fork
+    hooks (random's reseeding among them), and numpy's generator was never reseeded after a fork;
+    with a fixed start, a submission that draws random numbers grades the same every time."""
+    random.seed(RUN_SEED)
+    np.random.seed(RUN_SEED)
 
 
 FORKED = struct.Struct("<i")  # the run's pid (its pidfd travels beside it)
