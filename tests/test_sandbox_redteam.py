@@ -274,10 +274,8 @@ def test_no_trace_of_the_previous_submissions_error_texts_in_memory() -> None:
     exception text back, 13 copies). The marker is built as the call runs, so that only the error
     text carries it; a long text (near the 400 characters kept) lands where copies used to stay."""
     marker = _marker()
-    raising = f"raise ValueError('bad input: ' + {marker[::-1]!r}[::-1] + '.' * 350)"
-    previous = CORRECT.replace("def relu_forward(x):\n", f"def relu_forward(x):\n    {raising}\n", 1)
     with Grader(workers=1, limits=Limits(time_limit=20.0)) as grader:
-        report = grader.grade(previous.encode())
+        report = grader.grade(_raising(marker).encode())
         assert marker in str(report.problems[1].checks[0].message)  # the text did reach the grader
         result = run_probe(grader, _memory_scan(marker))
     assert result["scanned_mb"] >= 20, result

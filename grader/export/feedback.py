@@ -67,13 +67,13 @@ def feedback_filename(key: str, taken: set[str], name: str | None = None) -> str
     number (a Canvas user id) gets the student's name before it."""
     label = f"{name}_{key}" if name and key.isdigit() else key
     base = re.sub(r"[^\w.-]+", "_", label)[:120].strip("._") or "student"
-    name = f"{base}.md"
+    filename = f"{base}.md"
     n = 2
-    while name.lower() in taken:
-        name = f"{base}-{n}.md"
+    while filename.lower() in taken:
+        filename = f"{base}-{n}.md"
         n += 1
-    taken.add(name.lower())
-    return name
+    taken.add(filename.lower())
+    return filename
 
 
 def feedback_names(results: Sequence[StudentResult]) -> list[str]:

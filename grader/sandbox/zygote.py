@@ -288,7 +288,7 @@ class Zygote:
     def restart_forker(self) -> None:
         """A new forker, for a new plan or results log: it must hold what the runs are to inherit."""
         self.stop_forker()
-        self._forker = Forker.start(self)
+        self.forker()
 
     def stop_forker(self) -> None:
         if self._forker is not None:
@@ -306,7 +306,7 @@ class Zygote:
             os.close(self.control_out)
             self.isolation.measure_address_space()  # what its runs inherit (no job arena among it)
             self.isolation.count_threads()
-            _seed_generators()
+            _seed_random()
             alive = os.pidfd_open(os.getpid())  # readable once the forker has ended: its runs check it
             while self.fork_one(sock, alive):
                 pass
@@ -325,10 +325,7 @@ class Zygote:
             return False
         job_fd, result_fd = fds
         pid = self.isolation.fork_run()
-        if pid == 0:
-            kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)  # first: the forker may die at any moment
-            if select.select([alive], [], [], 0)[0]:  # it already has: nothing would stop or reap this run
-                os._exit(0)
+        if pid == 0:  # its parent-death signal, and whether the forker is still there, are enter_sandbox's
             sock.close()
             self.run_forked(job_fd, result_fd, alive)
         os.close(job_fd)
@@ -675,14 +672,14 @@ def _clean_result(header: dict[str, Any], calls: list[dict[str, Any]], pending: 
     }
 
 
-def _status_text(reaped: tuple[int, Any] | None) -> str:
+def _status_text(reaped: tuple[int, float] | None) -> str:
     if reaped is None:
         return "no status"
     code = os.waitstatus_to_exitcode(reaped[0])
     return f"signal {-code}" if code < 0 else f"exit status {code}"
 
 
-def _describe_exit(reaped: tuple[int, Any] | None, limits: Limits) -> dict[str, Any]:
+def _describe_exit(reaped: tuple[int, float] | None, limits: Limits) -> dict[str, Any]:
     if reaped is None:
         return _lost()
     status, cpu = reaped
@@ -704,7 +701,7 @@ def _describe_exit(reaped: tuple[int, Any] | None, limits: Limits) -> dict[str, 
 RUN_SEED = 0  # where `random` starts in every run
 
 
-def _seed_generators() -> None:  # pragma: no cover - runs in the forker
+def _seed_random() -> None:  # pragma: no cover - runs in the forker
     """The same start for every run, on every machine: runs are forked without CPython's at-fork
     hooks (random's reseeding among them); with a fixed start, a submission that draws from `random`
     grades the same every time. numpy's global generator is left alone: `numpy.random` is not loaded
