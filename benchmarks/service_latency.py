@@ -1,12 +1,14 @@
 """Latency of single-file `POST /api/v1/grade` on loopback: 8 concurrent clients, 2,000 requests.
 
-Starts `grader serve` on a free loopback port with a fresh data folder, warms it up, then sends
+Starts `grader serve` on a free loopback port with a fresh data folder, warms it up, then sends rounds of
 2,000 requests from 8 client threads. Every request is a distinct file (the bundled correct
 submission plus a unique comment), so each one is stored and graded in the sandbox for real.
-Prints p50/p90/p99/max latency, errors, throughput and the service's memory (RSS) before, at each
-quarter of the run, and after.
+Prints, for each of --rounds rounds of --requests requests on the same service, p50/p90/p99/max
+latency, errors, throughput, CPU per request and the service's memory (RSS) at each quarter; the
+service's memory before and after all of them; and how quick the machine was (`python -c "import
+numpy"`). The targets are judged on the median round.
 
-    python benchmarks/service_latency.py [--requests 2000] [--clients 8] [--client httpx|stdlib] [--json F]
+    python benchmarks/service_latency.py [--requests 2000] [--rounds 3] [--clients 8] [--client stdlib|httpx] [--json F]
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -186,11 +189,15 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
-    parser.add_argument("--client", choices=sorted(CLIENTS), default="httpx",
-                        help="the clients' HTTP library: httpx (the default), or the standard library's "
-                             "http.client, which leaves more of the two cores to the service")
+    parser.add_argument("--client", choices=sorted(CLIENTS), default="stdlib",
+                        help="the clients' HTTP library: the standard library's http.client (the default: the "
+                             "lightest, so the clients take least of the two cores from the service), or httpx")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="measure this many rounds of --requests each, one after another on the same service; "
+                             "the targets are judged on the median round (single rounds vary on a shared VM)")
     args = parser.parse_args()
 
+    rounds: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as folder:
         port = free_port()
         server = start_server(Path(folder) / "data", port)
@@ -199,34 +206,62 @@ def main() -> None:
             run_clients(url, args.warmup, args.clients, offset=0, kind=args.client)
             rss_start = rss_mb(server.pid)
             zygotes_start = sandbox_rss(server.pid)
-            service_cpu_start, sandbox_cpu_start = process_cpu(server.pid)[0], sandbox_cpu(server.pid)
-            client_cpu_start = sum(os.times()[:2])
-            started = time.perf_counter()
-            sampling = threading.Event()
-            samples: list[float] = []  # the service's RSS every half second: flat, or still growing?
-            sampler = threading.Thread(target=sample_rss, args=(server.pid, samples, sampling))
-            sampler.start()
-            try:
-                latencies, errors, grading = run_clients(url, args.requests, args.clients, offset=args.warmup,
-                                                         kind=args.client)
-            finally:
-                sampling.set()
-                sampler.join()
-            wall = time.perf_counter() - started
-            client_cpu = sum(os.times()[:2]) - client_cpu_start  # these 8 clients share the 2 cores
-            service_cpu = process_cpu(server.pid)[0] - service_cpu_start
-            sandbox_cpu_used = sandbox_cpu(server.pid) - sandbox_cpu_start
+            for number in range(args.rounds):
+                rounds.append(measure_round(server.pid, url, args, offset=args.warmup + number * args.requests))
             rss_end = rss_mb(server.pid)
             zygotes_end = sandbox_rss(server.pid)
         finally:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(30)
 
+    median = sorted(rounds, key=lambda r: r["p50_ms"])[len(rounds) // 2]
     results = {
-        "requests": len(latencies),
+        "requests_per_round": args.requests,
         "clients": args.clients,
         "client_library": args.client,
+        "rounds": [{key: value for key, value in r.items() if key != "errors_seen"} for r in rounds],
+        "median_round": {key: value for key, value in median.items() if key != "errors_seen"},
+        "errors": sum(r["errors"] for r in rounds),
+        "service_rss_mb_start": round(rss_start, 1),
+        "service_rss_mb_end": round(rss_end, 1),
+        "sandbox_rss_mb_start": round(zygotes_start, 1),
+        "sandbox_rss_mb_end": round(zygotes_end, 1),
+        # how quick the machine is right now: the same code measures very differently from hour to hour
+        "numpy_start_ms": numpy_start_ms(),
+        "cpus": os.cpu_count(),
+    }
+    print(json.dumps(results, indent=2))
+    for error in [e for r in rounds for e in r["errors_seen"]][:5]:
+        print("error:", error, file=sys.stderr)
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    print("p50 by round:", ", ".join(f"{r['p50_ms']} ms" for r in rounds))
+    targets_met = median["p50_ms"] <= 50 and max(r["p99_ms"] for r in rounds) <= 200 and not results["errors"]
+    print("targets (median round's p50 <= 50 ms, every round's p99 <= 200 ms, no errors):",
+          "met" if targets_met else "NOT met")
+
+
+def measure_round(pid: int, url: str, args: argparse.Namespace, offset: int) -> dict[str, Any]:
+    service_cpu_start, sandbox_cpu_start = process_cpu(pid)[0], sandbox_cpu(pid)
+    client_cpu_start = sum(os.times()[:2])
+    started = time.perf_counter()
+    sampling = threading.Event()
+    samples: list[float] = []  # the service's RSS every half second: flat, or still growing?
+    sampler = threading.Thread(target=sample_rss, args=(pid, samples, sampling))
+    sampler.start()
+    try:
+        latencies, errors, grading = run_clients(url, args.requests, args.clients, offset=offset, kind=args.client)
+    finally:
+        sampling.set()
+        sampler.join()
+    wall = time.perf_counter() - started
+    client_cpu = sum(os.times()[:2]) - client_cpu_start  # these clients share the 2 cores
+    service_cpu = process_cpu(pid)[0] - service_cpu_start
+    sandbox_cpu_used = sandbox_cpu(pid) - sandbox_cpu_start
+    return {
+        "requests": len(latencies),
         "errors": len(errors),
+        "errors_seen": errors,
         "p50_ms": round(percentile(latencies, 50) * 1000, 1),
         "p90_ms": round(percentile(latencies, 90) * 1000, 1),
         "p99_ms": round(percentile(latencies, 99) * 1000, 1),
@@ -238,21 +273,20 @@ def main() -> None:
         "sandbox_cpu_ms_per_request": round(sandbox_cpu_used / len(latencies) * 1000, 2),
         "client_cpu_ms_per_request": round(client_cpu / len(latencies) * 1000, 2),
         "load_average_1min": round(os.getloadavg()[0], 2),
-        "service_rss_mb_start": round(rss_start, 1),
-        "service_rss_mb_end": round(rss_end, 1),
         "service_rss_mb_by_quarter": [round(samples[min(len(samples) - 1, len(samples) * q // 4)], 1)
                                       for q in (1, 2, 3, 4)] if samples else [],
-        "sandbox_rss_mb_start": round(zygotes_start, 1),
-        "sandbox_rss_mb_end": round(zygotes_end, 1),
-        "cpus": os.cpu_count(),
     }
-    print(json.dumps(results, indent=2))
-    for error in errors[:5]:
-        print("error:", error, file=sys.stderr)
-    if args.json is not None:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-    targets_met = results["p50_ms"] <= 50 and results["p99_ms"] <= 200 and not errors
-    print("targets (p50 <= 50 ms, p99 <= 200 ms, no errors):", "met" if targets_met else "NOT met")
+
+
+def numpy_start_ms(times: int = 9) -> float:
+    """The median wall time of `python -c "import numpy"` (one BLAS thread), one at a time."""
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    spans = []
+    for _ in range(times):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import numpy"], env=env, check=True)
+        spans.append(time.perf_counter() - started)
+    return round(statistics.median(spans) * 1000, 1)
 
 
 if __name__ == "__main__":

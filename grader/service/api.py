@@ -67,7 +67,10 @@ async def service(request: Request) -> ServiceContext:
 Service = Annotated[ServiceContext, Depends(service)]
 
 public = APIRouter()
-api = APIRouter(prefix="/api/v1", dependencies=[Depends(require_token)], responses=ERRORS)
+API_PREFIX = "/api/v1"
+GRADE_PATH = f"{API_PREFIX}/grade"
+STUDENT_MAX_LENGTH = 255
+api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(require_token)], responses=ERRORS)
 
 
 # --- health, metrics, login ------------------------------------------------------------------------
@@ -171,10 +174,15 @@ async def grade(
     request: Request,
     ctx: Service,
     file: Annotated[UploadFile, File(description="the student's .py file")],
-    student: Annotated[str | None, Form(max_length=255, description="default: the file name without .py")] = None,
+    student: Annotated[
+        str | None, Form(max_length=STUDENT_MAX_LENGTH, description="default: the file name without .py")
+    ] = None,
     callback_url: Annotated[str | None, Form(max_length=2048, description="grade later; POST the result here")] = None,
 ) -> Any:
-    """Grade one file now and return its report; with `callback_url`, answer 202 and POST the report later."""
+    """Grade one file now and return its report; with `callback_url`, answer 202 and POST the report later.
+
+    The plain synchronous case usually does not get here: `GradeShortcut` (shortcut.py) answers it
+    with the functions below."""
     filename = safe_filename(file.filename, ctx.grader.assignment.rubric.filename)
     content = await file.read()
     origin = filename
@@ -182,8 +190,7 @@ async def grade(
         content, origin = await to_thread.run_sync(_one_student_zip, ctx, content, filename, limiter=ctx.limiter)
     check_source(content, filename)
     target = _callback_url(callback_url, ctx)
-    new = repository.NewSubmission(student=(student or "").strip() or PurePath(filename).stem, source=content,
-                                   origin=origin)
+    new = new_single(student, filename, content, origin=origin)
 
     if target is not None:
 
@@ -196,7 +203,17 @@ async def grade(
         url = str(request.url_for("get_submission", submission_id=submission_id).path)
         accepted = Accepted(id=submission_id, status="queued", url=url, callback_url=target)
         return JSONResponse(accepted.model_dump(), status_code=202, headers={"Location": url})
-    submission_id, report = await to_thread.run_sync(_grade_now, ctx, new, limiter=ctx.limiter)
+    submission_id, report = await to_thread.run_sync(grade_single, ctx, new, limiter=ctx.limiter)
+    return grade_response(submission_id, report)
+
+
+def new_single(student: str | None, filename: str, content: bytes, *, origin: str) -> repository.NewSubmission:
+    """A single file to store, under the student named in the form or else its file name without .py."""
+    return repository.NewSubmission(student=(student or "").strip() or PurePath(filename).stem, source=content,
+                                    origin=origin)
+
+
+def grade_response(submission_id: int, report: dict[str, Any]) -> Response:
     # built by hand: the report is already validated (and dumped once, to be stored), and this is the hot path
     return Response(orjson.dumps({**report, "id": submission_id}), media_type="application/json")
 
@@ -231,7 +248,7 @@ def _client_path(text: str, path: FilePath, filename: str) -> str:
     return text.replace(str(path), filename)
 
 
-def _grade_now(ctx: ServiceContext, new: repository.NewSubmission) -> tuple[int, dict[str, Any]]:
+def grade_single(ctx: ServiceContext, new: repository.NewSubmission) -> tuple[int, dict[str, Any]]:
     """Store, grade and record one file on this thread; a failed run is retried like a queued one.
     Returns the id and the report as JSON-ready data."""
     outcome = ctx.jobs.grade_new(new)

@@ -20,6 +20,7 @@ from grader.service.api import api, public
 from grader.service.context import QueueFactory, ServiceContext, default_queue
 from grader.service.metrics import MetricsMiddleware
 from grader.service.problems import install_problem_handlers
+from grader.service.shortcut import GradeShortcut, grade_route
 from grader.service.uploads import UploadLimitMiddleware
 from grader.service.web import install_web
 from grader.settings import Settings, get_settings
@@ -84,6 +85,8 @@ def create_app(
     app.include_router(api)
     install_web(app)
     _install_offline_docs(app)
+    # innermost of these: inside the upload cap and the metrics, in front of FastAPI's routing
+    app.add_middleware(GradeShortcut, context=context, tokens=settings.tokens, route=grade_route(api.routes))
     max_bytes = int(settings.max_upload_mb * 1024 * 1024)
     app.add_middleware(UploadLimitMiddleware, max_bytes=max_bytes, limit_mb=settings.max_upload_mb)
     app.add_middleware(MetricsMiddleware, metrics=context.metrics)

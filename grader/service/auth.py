@@ -21,11 +21,15 @@ def token_is_valid(candidate: str, tokens: list[str]) -> bool:
 
 
 def presented_token(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
+    return bearer_token(request.headers.get("authorization", "")) or request.cookies.get(COOKIE_NAME) or None
+
+
+def bearer_token(authorization: str) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header's value, if it is one."""
+    scheme, _, value = authorization.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
-    return request.cookies.get(COOKIE_NAME) or None
+    return None
 
 
 async def require_token(request: Request) -> None:

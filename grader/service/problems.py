@@ -68,12 +68,17 @@ _DEFAULT_DETAIL = {
 
 async def _http_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, StarletteHTTPException)
+    return error_response(error, request.url.path)
+
+
+def error_response(error: StarletteHTTPException, instance: str) -> JSONResponse:
+    """The problem for an HTTP error raised on purpose (a ProblemError) or by Starlette itself."""
     detail = error.detail if isinstance(error.detail, str) else HTTPStatus(error.status_code).phrase
     if detail in ("Not Found", "Method Not Allowed"):
         detail = _DEFAULT_DETAIL.get(error.status_code, detail)
     kind = getattr(error, "kind", None)
     return problem_response(
-        error.status_code, detail, kind=kind, instance=request.url.path, headers=getattr(error, "headers", None)
+        error.status_code, detail, kind=kind, instance=instance, headers=getattr(error, "headers", None)
     )
 
 
