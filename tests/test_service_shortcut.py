@@ -179,3 +179,10 @@ def test_the_service_answers_the_same_with_and_without_the_shortcut(grader: Grad
     assert first == second and first["student"] == "bo"
     # both counted under the route's template, as routing labels it
     assert 'grader_http_requests_total{method="POST",route="/api/v1/grade",status="200"} 2.0' in metrics
+
+
+def test_the_first_authorization_header_counts_as_in_the_full_app(client: TestClient, full: FullApp) -> None:
+    body = form(("file", "layers.py", CORRECT))
+    sent = [("content-type", FORM), ("authorization", "Bearer wrong"), ("authorization", f"Bearer {TOKEN}")]
+    assert client.post("/api/v1/grade", content=body, headers=sent).status_code == 299
+    assert full.bodies == [body]

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 MAX_BYTES = 1 << 20  # larger uploads take the full path, which spools them to disk
 MAX_PARTS = 2  # `file` and `student`
+_HEADERS = frozenset((b"content-type", b"authorization", b"content-length"))
 
 
 class Part:
@@ -155,15 +156,12 @@ class GradeShortcut:
     def _boundary(self, headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
         """The form's boundary when the request is authorised, declares a length within MAX_BYTES and
         is a UTF-8 multipart form; else None."""
-        content_type = authorization = b""
-        length = None
+        seen: dict[bytes, bytes] = {}
         for name, value in headers:
-            if name == b"content-type":
-                content_type = value
-            elif name == b"authorization":
-                authorization = value
-            elif name == b"content-length":
-                length = value
+            if name in _HEADERS:
+                seen.setdefault(name, value)  # the first of each, as Starlette's Headers.get reads it
+        content_type, authorization = seen.get(b"content-type", b""), seen.get(b"authorization", b"")
+        length = seen.get(b"content-length")
         if length is None or not length.isdigit() or int(length) > MAX_BYTES:
             return None
         if self.tokens:
