@@ -187,3 +187,23 @@ def test_nothing_to_grade_is_skipped_and_counts_as_done(database: Database) -> N
 )
 def test_batch_status_follows_its_students(states: dict[str, int], status: str) -> None:
     assert repository.batch_progress(Counter(states)).status == status
+
+
+def test_a_plain_transaction_commits_on_success_and_rolls_back_on_error(database: Database) -> None:
+    new = repository.NewSubmission(student="ada", source=b"x = 1\n")
+    with database.transaction() as connection:
+        claimed = repository.create_claimed(connection, new)
+    with pytest.raises(RuntimeError), database.transaction() as connection:
+        repository.record_result(connection, claimed, {"score": 1.0, "max_score": 10.0})
+        raise RuntimeError("after the writes")
+    with database.session() as session:
+        stored = repository.get_submission(session, claimed.submission_id)
+        assert stored is not None and stored.student == "ada" and stored.state == "running"
+        assert repository.current_result(stored) is None
+    with database.transaction() as connection:
+        assert repository.record_result(connection, claimed, {"score": 1.0, "max_score": 10.0})
+    with database.session() as session:
+        stored = repository.get_submission(session, claimed.submission_id)
+        assert stored is not None and stored.state == "graded"
+        result = repository.current_result(stored)
+        assert result is not None and result.score == 1.0

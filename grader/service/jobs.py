@@ -84,8 +84,8 @@ class GradingJobs:
 
     def grade_new(self, new: repository.NewSubmission) -> Outcome:
         """Store a single file and grade it at once: one transaction before grading, one after."""
-        with self.database.session() as session:
-            claimed = repository.create_claimed(session, new)
+        with self.database.transaction() as connection:
+            claimed = repository.create_claimed(connection, new)
         return self.grade_claimed(GradeWork(claimed.submission_id), claimed)
 
     def grade_claimed(self, work: GradeWork, claimed: repository.ClaimedWork) -> Outcome:
@@ -99,8 +99,8 @@ class GradingJobs:
                 repository.record_failure(session, claimed, message, final=final)
             return self._finish(Outcome(work, error=message, retry=not final))
         stored = report.model_dump(mode="json")
-        with self.database.session() as session:
-            recorded = repository.record_result(session, claimed, stored)
+        with self.database.transaction() as connection:
+            recorded = repository.record_result(connection, claimed, stored)
         return self._finish(
             Outcome(work, report=report, report_json=stored, recorded=recorded,
                     callback=claimed.callback_url is not None)

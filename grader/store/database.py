@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -120,6 +120,13 @@ class Database:
     def session(self) -> Iterator[Session]:
         with self._writer_turn(), self.sessions() as session, session.begin():
             yield session
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One transaction on a plain connection, committed on success: for Core statements only
+        (the writes of a single-file grade), without the cost of a Session."""
+        with self._writer_turn(), self.engine.begin() as connection:
+            yield connection
 
     @contextmanager
     def _writer_turn(self) -> Iterator[None]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -64,7 +64,16 @@ def _table(model: type[Base]) -> Table:
     return cast(Table, model.__table__)
 
 
-def insert_unless_present(session: Session, table: Table, values: dict[str, Any]) -> bool:
+# What the writes on the hot path of a single-file grade run through: a plain Connection there (a Session
+# costs about 0.1 ms more per transaction and adds nothing to Core statements), a Session elsewhere.
+Executor = Session | Connection
+
+
+def _dialect(executor: Executor) -> str:
+    return (executor.get_bind() if isinstance(executor, Session) else executor).dialect.name
+
+
+def insert_unless_present(session: Executor, table: Table, values: dict[str, Any]) -> bool:
     """INSERT a row unless one with the same unique key exists; True when this call inserted it.
 
     One statement (ON CONFLICT DO NOTHING) on SQLite and PostgreSQL, so a concurrent duplicate
@@ -73,7 +82,7 @@ def insert_unless_present(session: Session, table: Table, values: dict[str, Any]
     unknown = values.keys() - table.c.keys()
     if unknown:  # execution parameters that name no column would be dropped without a word
         raise ValueError(f"{table.name} has no column {', '.join(sorted(unknown))}")
-    dialect = session.get_bind().dialect.name
+    dialect = _dialect(session)
     if dialect in ("sqlite", "postgresql"):
         result = session.execute(_insert_or_nothing(dialect, table), values)
         return bool(result.rowcount)  # type: ignore[attr-defined]
@@ -94,7 +103,7 @@ def _insert_or_nothing(dialect: str, table: Table) -> Any:
     return insert(table).on_conflict_do_nothing()
 
 
-def put_blob(session: Session, content: bytes) -> str:
+def put_blob(session: Executor, content: bytes) -> str:
     """Store bytes under their SHA-256 (once, however often they are uploaded) and return the hash."""
     digest = sha256_of(content)
     insert_unless_present(
@@ -129,7 +138,7 @@ def create_submission(session: Session, new: NewSubmission, *, callback_url: str
     return submission
 
 
-def create_claimed(session: Session, new: NewSubmission) -> ClaimedWork:
+def create_claimed(session: Executor, new: NewSubmission) -> ClaimedWork:
     """One file stored and claimed in the same transaction, for grading it right away (one INSERT
     of the row as it stands once claimed, without the ORM's unit of work: this is every
     `POST /api/v1/grade`)."""
@@ -215,7 +224,7 @@ def _result_for(session: Session, submission_id: int, generation: int) -> Result
     ).first()
 
 
-def record_result(session: Session, work: ClaimedWork, report: dict[str, Any]) -> bool:
+def record_result(session: Executor, work: ClaimedWork, report: dict[str, Any]) -> bool:
     """Store the report for the claimed generation; False when another run already stored one.
 
     The unique (submission, generation) key is what makes a work item idempotent: whoever commits
