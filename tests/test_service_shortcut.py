@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 from fastapi.testclient import TestClient
+from starlette.exceptions import HTTPException
 from starlette.types import Receive, Scope, Send
 
 from grader.engine.grading import Grader
@@ -45,20 +47,24 @@ def headers(token: str | None = TOKEN, content_type: str = FORM) -> dict[str, st
 
 
 class FullApp:
-    """Stands in for FastAPI: records the body each request it is handed carries."""
+    """Stands in for FastAPI: records the body each request it is handed carries, and in how many messages."""
 
     def __init__(self) -> None:
         self.bodies: list[bytes] = []
+        self.messages: list[int] = []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = b""
+        count = 0
         with anyio.fail_after(10):  # a body the shortcut swallowed would never come: fail, not hang
             while True:
                 message = await receive()
+                count += 1
                 body += message.get("body", b"")
                 if not message.get("more_body"):
                     break
         self.bodies.append(body)
+        self.messages.append(count)
         await send({"type": "http.response.start", "status": 299, "headers": []})
         await send({"type": "http.response.body", "body": b"the full app"})
 
@@ -78,7 +84,7 @@ def full() -> FullApp:
 
 @pytest.fixture
 def client(context: ServiceContext, full: FullApp) -> Iterator[TestClient]:
-    shortcut = GradeShortcut(full, context=context, tokens=[TOKEN], route=grade_route(api.routes))
+    shortcut = GradeShortcut(full, context=context, tokens=lambda: [TOKEN], route=grade_route(api.routes))
     yield TestClient(shortcut)  # not entered: the stand-in has no lifespan to run
 
 
@@ -129,6 +135,12 @@ NOT_PLAIN = [
      headers(content_type=f"multipart/form-data; boundary={BOUNDARY}; charset=latin-1")),
     ("not a form", b'{"file": "x"}', headers(content_type="application/json")),
     ("too large for the shortcut", form(("file", "layers.py", CORRECT + b"#" * MAX_BYTES)), headers()),
+    ("a form cut short", form(("file", "layers.py", CORRECT))[:500], headers()),
+    ("a closing boundary missing", form(("file", "layers.py", CORRECT))[: -len(f"--{BOUNDARY}--\r\n")], headers()),
+    ("a student part cut short", form(("file", "layers.py", CORRECT), ("student", None, b"mallory"))[:-20],
+     headers()),
+    ("a boundary the parser refuses", form(("file", "layers.py", CORRECT), boundary="x" * 257),
+     headers(content_type=f"multipart/form-data; boundary={'x' * 257}")),
 ]
 
 
@@ -186,3 +198,69 @@ def test_the_first_authorization_header_counts_as_in_the_full_app(client: TestCl
     sent = [("content-type", FORM), ("authorization", "Bearer wrong"), ("authorization", f"Bearer {TOKEN}")]
     assert client.post("/api/v1/grade", content=body, headers=sent).status_code == 299
     assert full.bodies == [body]
+
+
+async def _send_raw(app: GradeShortcut, headers: list[tuple[bytes, bytes]], chunks: list[bytes]) -> int:
+    """Call the shortcut as a server would, the body in `chunks` (one message each); the status."""
+    messages = [{"type": "http.request", "body": chunk, "more_body": i < len(chunks) - 1}
+                for i, chunk in enumerate(chunks)]
+    statuses = []
+
+    async def receive() -> dict[str, object]:
+        if messages:
+            return messages.pop(0)
+        await anyio.sleep_forever()
+        raise AssertionError  # unreachable
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    scope = {"type": "http", "method": "POST", "path": "/api/v1/grade", "root_path": "", "headers": headers,
+             "query_string": b""}
+    with anyio.fail_after(30):
+        await app(scope, receive, send)  # type: ignore[arg-type]
+    return int(statuses[0])
+
+
+def test_a_huge_length_without_a_token_is_not_read(context: ServiceContext, full: FullApp) -> None:
+    """The token is checked first; a Content-Length of 5,000 digits is never even converted."""
+    shortcut = GradeShortcut(full, context=context, tokens=lambda: [TOKEN], route=grade_route(api.routes))
+    sent = [(b"content-type", FORM.encode()), (b"content-length", b"0" * 5000 + b"1")]
+    assert anyio.run(_send_raw, shortcut, sent, [b"x"]) == 299
+    with_token = [*sent, (b"authorization", f"Bearer {TOKEN}".encode())]
+    assert anyio.run(_send_raw, shortcut, with_token, [b"x"]) == 299
+    assert full.bodies == [b"x", b"x"]
+
+
+def test_a_body_in_many_pieces_reaches_the_full_app_whole_in_one_message(context: ServiceContext,
+                                                                        full: FullApp) -> None:
+    """What the shortcut holds for a replay is the body itself, not every message it came in."""
+    shortcut = GradeShortcut(full, context=context, tokens=lambda: [TOKEN], route=grade_route(api.routes))
+    body = form(("file", "layers.py", CORRECT), ("notes", None, b"not plain"))
+    sent = [(b"content-type", FORM.encode()), (b"content-length", str(len(body)).encode()),
+            (b"authorization", f"Bearer {TOKEN}".encode())]
+    assert anyio.run(_send_raw, shortcut, sent, [body[i : i + 1] for i in range(len(body))]) == 299
+    assert full.bodies == [body] and full.messages == [1]
+
+
+def test_any_http_error_from_grading_is_a_problem(client: TestClient, full: FullApp,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import grader.service.shortcut as shortcut
+
+    def conflicting(*args: object) -> None:
+        raise HTTPException(409, "busy")
+
+    monkeypatch.setattr(shortcut, "grade_single", conflicting)
+    response = client.post("/api/v1/grade", content=form(("file", "layers.py", CORRECT)), headers=headers())
+    assert response.status_code == 409 and response.headers["content-type"] == "application/problem+json"
+    assert response.json()["detail"] == "busy" and full.bodies == []
+
+
+def test_the_shortcut_reads_the_tokens_the_app_has_now(grader: Grader, tmp_path: Path) -> None:
+    with service_client(grader, tmp_path, api_tokens=TOKEN) as service:
+        body = form(("file", "layers.py", CORRECT))
+        assert service.post("/api/v1/grade", content=body, headers=headers()).status_code == 200
+        service.app.state.tokens = ["delta-token"]  # type: ignore[attr-defined]
+        assert service.post("/api/v1/grade", content=body, headers=headers()).status_code == 401
+        assert service.post("/api/v1/grade", content=body, headers=headers("delta-token")).status_code == 200

@@ -86,7 +86,7 @@ def create_app(
     install_web(app)
     _install_offline_docs(app)
     # innermost of these: inside the upload cap and the metrics, in front of FastAPI's routing
-    app.add_middleware(GradeShortcut, context=context, tokens=settings.tokens, route=grade_route(api.routes))
+    app.add_middleware(GradeShortcut, context=context, tokens=lambda: app.state.tokens, route=grade_route(api.routes))
     max_bytes = int(settings.max_upload_mb * 1024 * 1024)
     app.add_middleware(UploadLimitMiddleware, max_bytes=max_bytes, limit_mb=settings.max_upload_mb)
     app.add_middleware(MetricsMiddleware, metrics=context.metrics)

@@ -12,13 +12,13 @@ the parser refuses, a name the route would refuse, or a file `check_source` refu
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from anyio import to_thread
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -29,8 +29,6 @@ from grader.service.auth import bearer_token, token_is_valid
 from grader.service.context import ServiceContext
 from grader.service.problems import ProblemError, error_response
 from grader.service.uploads import check_source, safe_filename
-
-log = logging.getLogger(__name__)
 
 MAX_BYTES = 1 << 20  # larger uploads take the full path, which spools them to disk
 MAX_PARTS = 2  # `file` and `student`
@@ -48,9 +46,11 @@ class Part:
 
 
 def parse_form(body: bytes, boundary: bytes) -> dict[bytes, Part] | None:
-    """The parts of a multipart body by name, or None when it is anything but plain: a parse error,
-    more than MAX_PARTS parts, a part without a name, or a name given twice."""
+    """The parts of a multipart body by name, or None when it is anything but plain: a parse error
+    (the parser's own, or a form cut short: Starlette drops a part that never ended), more than
+    MAX_PARTS parts, a part without a name, or a name given twice."""
     parts: list[Part] = []
+    ended: list[bool] = []  # [part ended] per part, and one True more at the closing delimiter
     header_name = bytearray()
     header_value = bytearray()
 
@@ -80,14 +80,23 @@ def parse_form(body: bytes, boundary: bytes) -> dict[bytes, Part] | None:
     def on_part_data(data: bytes, start: int, end: int) -> None:
         parts[-1].data.extend(data[start:end])
 
-    parser = MultipartParser(boundary, {
-        "on_part_begin": on_part_begin, "on_header_field": on_header_field, "on_header_value": on_header_value,
-        "on_header_end": on_header_end, "on_headers_finished": on_headers_finished, "on_part_data": on_part_data,
-    })
+    def on_part_end() -> None:
+        ended.append(True)
+
+    def on_end() -> None:
+        ended.append(True)
+
     try:
+        parser = MultipartParser(boundary, {
+            "on_part_begin": on_part_begin, "on_header_field": on_header_field, "on_header_value": on_header_value,
+            "on_header_end": on_header_end, "on_headers_finished": on_headers_finished, "on_part_data": on_part_data,
+            "on_part_end": on_part_end, "on_end": on_end,
+        })
         parser.write(body)
         parser.finalize()
     except (FormParserError, _NotPlain):
+        return None
+    if len(ended) != len(parts) + 1:  # cut short: FastAPI drops an unfinished part, so leave it to FastAPI
         return None
     named = {part.name: part for part in parts if part.name is not None}
     if len(named) != len(parts):
@@ -110,10 +119,12 @@ def _decode(raw: bytes) -> str:
 class GradeShortcut:
     """Answers a plain synchronous single-file grade itself; passes everything else to `app`."""
 
-    def __init__(self, app: ASGIApp, context: ServiceContext, tokens: list[str], route: BaseRoute) -> None:
+    def __init__(
+        self, app: ASGIApp, context: ServiceContext, tokens: Callable[[], list[str]], route: BaseRoute
+    ) -> None:
         self.app = app
         self.context = context
-        self.tokens = tokens
+        self.tokens = tokens  # read at every request, from where `require_token` reads them
         self.route = route  # set in the scope, as routing would, so metrics count the request under it
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -126,7 +137,7 @@ class GradeShortcut:
             await self.app(scope, receive, send)
             return
         received: list[Message] = []
-        body = await _read_body(receive, received)
+        body = await _read_body(receive, received, MAX_BYTES)
         form = parse_form(body, boundary) if body is not None else None
         upload = self._upload(form) if form is not None else None
         if upload is None:
@@ -147,7 +158,7 @@ class GradeShortcut:
         response: Response
         try:
             submission_id, report = await to_thread.run_sync(grade_single, ctx, new, limiter=ctx.limiter)
-        except ProblemError as error:
+        except StarletteHTTPException as error:  # as ExceptionMiddleware would answer it in the route
             response = error_response(error, scope["path"])
         else:
             response = grade_response(submission_id, report)
@@ -161,13 +172,14 @@ class GradeShortcut:
             if name in _HEADERS:
                 seen.setdefault(name, value)  # the first of each, as Starlette's Headers.get reads it
         content_type, authorization = seen.get(b"content-type", b""), seen.get(b"authorization", b"")
-        length = seen.get(b"content-length")
-        if length is None or not length.isdigit() or int(length) > MAX_BYTES:
-            return None
-        if self.tokens:
+        tokens = self.tokens()
+        if tokens:
             token = bearer_token(authorization.decode("latin-1"))
-            if token is None or not token_is_valid(token, self.tokens):
+            if token is None or not token_is_valid(token, tokens):
                 return None
+        length = seen.get(b"content-length", b"")
+        if not (0 < len(length) <= len(str(MAX_BYTES)) and length.isdigit() and int(length) <= MAX_BYTES):
+            return None
         kind, options = parse_options_header(content_type)
         if kind != b"multipart/form-data" or options.get(b"charset", b"utf-8").lower() not in (b"utf-8", b"utf8"):
             return None
@@ -191,18 +203,20 @@ class GradeShortcut:
         return _decode(file.filename), bytes(file.data), student
 
 
-async def _read_body(receive: Receive, received: list[Message]) -> bytes | None:
-    """The whole body (its length is declared and small), every message kept for a replay; None when
-    the client disconnected first."""
-    chunks = []
+async def _read_body(receive: Receive, received: list[Message], limit: int) -> bytes | None:
+    """The whole body, or None when the client disconnected first or it outgrew `limit`; `received`
+    is left holding what a replay must give: at most one http.request message and what ended the read."""
+    body = bytearray()
     while True:
         message = await receive()
-        received.append(message)
         if message["type"] != "http.request":
+            received[:] = [{"type": "http.request", "body": bytes(body), "more_body": True}, message]
             return None
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+        if not more or len(body) > limit:
+            received[:] = [{"type": "http.request", "body": bytes(body), "more_body": more}]
+            return None if more else bytes(body)
 
 
 def _replay(received: list[Message], receive: Receive) -> Receive:
