@@ -11,7 +11,9 @@ import threading
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import anyio
 import httpx
 import pytest
 from fastapi.testclient import TestClient
@@ -225,6 +227,37 @@ def test_tokens_are_required_when_configured(locked: TestClient) -> None:
         assert locked.get("/api/v1/batches", headers={"Authorization": f"Bearer {token}"}).status_code == 200
     assert locked.get("/healthz").status_code == 200
     assert locked.get("/openapi.json").status_code == 200
+
+
+def test_an_upload_without_a_valid_token_is_refused_before_its_body_is_read(locked: TestClient) -> None:
+    async def post(path: str, headers: list[tuple[bytes, bytes]]) -> tuple[int, bytes]:
+        started: list[dict[str, Any]] = []
+        body = b""
+
+        async def receive() -> dict[str, Any]:
+            raise AssertionError("the body of a request without a valid token was read")
+
+        async def send(message: dict[str, Any]) -> None:
+            nonlocal body
+            if message["type"] == "http.response.start":
+                started.append(message)
+            else:
+                body += message.get("body", b"")
+
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                 "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"",
+                 "headers": [(b"content-type", b"multipart/form-data; boundary=x"), (b"content-length", b"9000000"),
+                             *headers],
+                 "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000)}
+        await locked.app(scope, receive, send)  # type: ignore[arg-type]
+        return int(started[0]["status"]), body
+
+    for path in ("/api/v1/batches", "/api/v1/grade", "/api/v1/submissions/1/regrade"):
+        for headers in ([], [(b"authorization", b"Bearer alpha")], [(b"cookie", b"grader_token=beta")]):
+            status, body = anyio.run(post, path, headers)
+            assert status == 401, (path, headers)
+            problem = json.loads(body)
+            assert problem["status"] == 401 and problem["instance"] == path and "token" in problem["detail"]
 
 
 def test_cookie_login_for_the_web_page(locked: TestClient) -> None:

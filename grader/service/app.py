@@ -16,7 +16,8 @@ from fastapi.staticfiles import StaticFiles
 
 import grader
 from grader.engine.grading import Grader
-from grader.service.api import api, public
+from grader.service.api import API_PREFIX, api, public
+from grader.service.auth import TokenGate
 from grader.service.context import QueueFactory, ServiceContext, default_queue
 from grader.service.metrics import MetricsMiddleware
 from grader.service.problems import install_problem_handlers
@@ -87,6 +88,7 @@ def create_app(
     _install_offline_docs(app)
     # innermost of these: inside the upload cap and the metrics, in front of FastAPI's routing
     app.add_middleware(GradeShortcut, context=context, tokens=lambda: app.state.tokens, route=grade_route(api.routes))
+    app.add_middleware(TokenGate, prefix=API_PREFIX, tokens=lambda: app.state.tokens)
     max_bytes = int(settings.max_upload_mb * 1024 * 1024)
     app.add_middleware(UploadLimitMiddleware, max_bytes=max_bytes, limit_mb=settings.max_upload_mb)
     app.add_middleware(MetricsMiddleware, metrics=context.metrics)

@@ -1,12 +1,16 @@
-"""Bearer-token auth: one dependency for the API and the web page (header or `grader_token` cookie)."""
+"""Bearer-token auth: one dependency for the API and the web page (header or `grader_token` cookie),
+and a gate in front of the API that refuses a request without a valid token before its body is read."""
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 
 from fastapi import Request
+from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from grader.service.problems import ProblemError
+from grader.service.problems import ProblemError, error_response
 
 COOKIE_NAME = "grader_token"
 
@@ -20,7 +24,7 @@ def token_is_valid(candidate: str, tokens: list[str]) -> bool:
     return matched
 
 
-def presented_token(request: Request) -> str | None:
+def presented_token(request: HTTPConnection) -> str | None:
     return bearer_token(request.headers.get("authorization", "")) or request.cookies.get(COOKIE_NAME) or None
 
 
@@ -37,21 +41,48 @@ async def require_token(request: Request) -> None:
 
     Async only so that FastAPI runs it on the event loop instead of a worker thread: it never waits.
     """
-    tokens: list[str] = request.app.state.tokens
+    refusal = token_refusal(request, request.app.state.tokens)
+    if refusal is not None:
+        raise refusal
+
+
+def token_refusal(connection: HTTPConnection, tokens: list[str]) -> ProblemError | None:
+    """The 401 for a request without a valid token (None when it has one, or the service is open)."""
     if not tokens:
-        return
-    candidate = presented_token(request)
+        return None
+    candidate = presented_token(connection)
     if candidate is None:
-        raise ProblemError(
+        return ProblemError(
             401,
             "This service needs an API token: send `Authorization: Bearer <token>`.",
             kind="unauthorized",
             headers={"WWW-Authenticate": 'Bearer realm="grader"'},
         )
     if not token_is_valid(candidate, tokens):
-        raise ProblemError(
+        return ProblemError(
             401,
             "The API token is not valid.",
             kind="unauthorized",
             headers={"WWW-Authenticate": 'Bearer realm="grader", error="invalid_token"'},
         )
+    return None
+
+
+class TokenGate:
+    """Refuses a request under `prefix` without a valid token before anything reads its body: FastAPI
+    parses a whole form (up to the upload limit, spooled to disk) before a route's dependencies run.
+    The routes keep `require_token` as well."""
+
+    def __init__(self, app: ASGIApp, prefix: str, tokens: Callable[[], list[str]]) -> None:
+        self.app = app
+        self.prefix = prefix
+        self.tokens = tokens
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (scope["path"] + "/").startswith(self.prefix + "/"):
+            connection = HTTPConnection(scope)
+            refusal = token_refusal(connection, self.tokens())
+            if refusal is not None:
+                await error_response(refusal, connection.url.path)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
