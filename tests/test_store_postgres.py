@@ -75,3 +75,21 @@ def test_concurrent_starts_migrate_once(postgres_url: str) -> None:
     database = open_database(postgres_url)
     assert_schema_matches_models(database)
     database.dispose()
+
+
+def test_postgres_says_when_a_result_was_already_recorded(pg_database: Database) -> None:
+    """The idempotence signal itself: a second record of one generation reports False (psycopg gave
+    -1 as the row count of every INSERT ... ON CONFLICT DO NOTHING, which read as an insert)."""
+    from grader.store import repository
+
+    new = repository.NewSubmission(student="ada", source=b"x = 1\n")
+    with pg_database.transaction() as connection:
+        claimed = repository.create_claimed(connection, new)
+    report = {"score": 1.0, "max_score": 10.0}
+    with pg_database.transaction() as connection:
+        assert repository.record_result(connection, claimed, report) is True
+    with pg_database.transaction() as connection:
+        assert repository.record_result(connection, claimed, report) is False
+    with pg_database.session() as session:
+        assert repository.record_result(session, claimed, report) is False
+    assert result_counts(pg_database) == {(claimed.submission_id, 1): 1}

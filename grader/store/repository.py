@@ -100,7 +100,9 @@ def _insert_or_nothing(dialect: str, table: Table) -> Any:
     compiled form instead of building and coercing a new statement for every row (the hot path of a
     single-file grade writes three rows)."""
     insert = sqlite_insert if dialect == "sqlite" else postgresql_insert
-    return insert(table).on_conflict_do_nothing()
+    # preserve_rowcount: without it psycopg reports -1 for an INSERT without RETURNING (its cursor is
+    # closed before the count is read), and a conflict would count as an insert on PostgreSQL
+    return insert(table).on_conflict_do_nothing().execution_options(preserve_rowcount=True)
 
 
 def put_blob(session: Executor, content: bytes) -> str:
