@@ -230,7 +230,7 @@ def test_tokens_are_required_when_configured(locked: TestClient) -> None:
 
 
 def test_an_upload_without_a_valid_token_is_refused_before_its_body_is_read(locked: TestClient) -> None:
-    async def post(path: str, headers: list[tuple[bytes, bytes]]) -> tuple[int, bytes]:
+    async def post(path: str, headers: list[tuple[bytes, bytes]], root_path: str = "") -> tuple[int, bytes]:
         started: list[dict[str, Any]] = []
         body = b""
 
@@ -245,7 +245,8 @@ def test_an_upload_without_a_valid_token_is_refused_before_its_body_is_read(lock
                 body += message.get("body", b"")
 
         scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-                 "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"",
+                 "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": root_path,
+                 "query_string": b"",
                  "headers": [(b"content-type", b"multipart/form-data; boundary=x"), (b"content-length", b"9000000"),
                              *headers],
                  "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000)}
@@ -258,6 +259,13 @@ def test_an_upload_without_a_valid_token_is_refused_before_its_body_is_read(lock
             assert status == 401, (path, headers)
             problem = json.loads(body)
             assert problem["status"] == 401 and problem["instance"] == path and "token" in problem["detail"]
+    # served under a root path (behind a proxy that keeps the prefix), as routing sees the path
+    status, body = anyio.run(post, "/grader/api/v1/batches", [], "/grader")
+    assert status == 401 and json.loads(body)["instance"] == "/grader/api/v1/batches"
+    # counted under the route each refused request named, as before the gate
+    metrics = locked.get("/metrics", headers={"Authorization": "Bearer alpha-token"}).text
+    assert 'grader_http_requests_total{method="POST",route="/api/v1/batches",status="401"} 4.0' in metrics
+    assert 'route="/api/v1/submissions/{submission_id}/regrade",status="401"} 3.0' in metrics
 
 
 def test_cookie_login_for_the_web_page(locked: TestClient) -> None:
@@ -274,6 +282,23 @@ def test_cookie_login_for_the_web_page(locked: TestClient) -> None:
     locked.post("/logout", follow_redirects=False)
     locked.cookies.clear()
     assert locked.get("/api/v1/batches").status_code == 401
+
+
+def test_login_reads_no_large_body(locked: TestClient) -> None:
+    """The one form that takes no token is capped small: nobody can make the service read and
+    spool a large upload there, by its length or by streaming."""
+    big = {"junk": ("junk.bin", b"A" * 100_000)}
+    assert_problem(locked.post("/login", data={"token": "wrong"}, files=big), 413, "bytes")
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(10):
+            yield b"token=" + b"A" * 4096
+
+    streamed = locked.post("/login", content=chunks(), headers={"content-type": "application/x-www-form-urlencoded"})
+    assert "content-length" not in streamed.request.headers
+    assert_problem(streamed, 413)
+    long_token = locked.post("/login", data={"token": "b" * 4096, "next": "/" + "x" * 2000}, follow_redirects=False)
+    assert_problem(long_token, 401)  # the largest form the route accepts still gets its answer
 
 
 def test_token_comparison_accepts_only_exact_tokens() -> None:

@@ -28,6 +28,7 @@ from grader.settings import Settings, get_settings
 
 DOCS_ASSETS = Path(fastapi_offline.__file__).parent / "static"
 DOCS_ASSETS_URL = "/docs-assets"
+LOGIN_FORM_BYTES = 16 * 1024  # a token (at most 4,096 characters) and a path: /login reads no more without one
 
 DESCRIPTION = """Grades students' files in a sandbox against the loaded assignment's rubric.
 
@@ -88,9 +89,10 @@ def create_app(
     _install_offline_docs(app)
     # innermost of these: inside the upload cap and the metrics, in front of FastAPI's routing
     app.add_middleware(GradeShortcut, context=context, tokens=lambda: app.state.tokens, route=grade_route(api.routes))
-    app.add_middleware(TokenGate, prefix=API_PREFIX, tokens=lambda: app.state.tokens)
+    app.add_middleware(TokenGate, prefix=API_PREFIX, tokens=lambda: app.state.tokens, routes=api.routes)
     max_bytes = int(settings.max_upload_mb * 1024 * 1024)
-    app.add_middleware(UploadLimitMiddleware, max_bytes=max_bytes, limit_mb=settings.max_upload_mb)
+    app.add_middleware(UploadLimitMiddleware, max_bytes=max_bytes, limit_mb=settings.max_upload_mb,
+                       small_forms={"/login": LOGIN_FORM_BYTES})
     app.add_middleware(MetricsMiddleware, metrics=context.metrics)
     return app
 

@@ -4,10 +4,11 @@ and a gate in front of the API that refuses a request without a valid token befo
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from fastapi import Request
 from starlette.requests import HTTPConnection
+from starlette.routing import BaseRoute, Match, get_route_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from grader.service.problems import ProblemError, error_response
@@ -73,16 +74,21 @@ class TokenGate:
     parses a whole form (up to the upload limit, spooled to disk) before a route's dependencies run.
     The routes keep `require_token` as well."""
 
-    def __init__(self, app: ASGIApp, prefix: str, tokens: Callable[[], list[str]]) -> None:
+    def __init__(
+        self, app: ASGIApp, prefix: str, tokens: Callable[[], list[str]], routes: Sequence[BaseRoute] = ()
+    ) -> None:
         self.app = app
         self.prefix = prefix
         self.tokens = tokens
+        self.routes = routes  # a refused request is counted under the one it names, as routing would
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and (scope["path"] + "/").startswith(self.prefix + "/"):
+        # the path as routing matches it: without the root path the app is served under, if any
+        if scope["type"] == "http" and (get_route_path(scope) + "/").startswith(self.prefix + "/"):
             connection = HTTPConnection(scope)
             refusal = token_refusal(connection, self.tokens())
             if refusal is not None:
+                scope["route"] = next((r for r in self.routes if r.matches(scope)[0] == Match.FULL), None)
                 await error_response(refusal, connection.url.path)(scope, receive, send)
                 return
         await self.app(scope, receive, send)

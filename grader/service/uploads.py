@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import IO
 
+from starlette.routing import get_route_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from grader.service.problems import ProblemError, problem_response
@@ -18,27 +19,38 @@ _CHUNK = 1 << 16
 
 
 class UploadTooLarge(ProblemError):
-    def __init__(self, limit_mb: float) -> None:
-        super().__init__(
-            413, f"The upload is larger than the {limit_mb:g} MB limit (GRADER_MAX_UPLOAD_MB).", kind="upload-too-large"
-        )
+    def __init__(self, detail: str) -> None:
+        super().__init__(413, detail, kind="upload-too-large")
 
 
 class UploadLimitMiddleware:
-    """Answers 413 from Content-Length before reading anything, and counts bytes for chunked bodies."""
+    """Answers 413 from Content-Length before reading anything, and counts bytes for chunked bodies.
 
-    def __init__(self, app: ASGIApp, max_bytes: int, limit_mb: float) -> None:
+    `small_forms` caps the body at a few bytes for addresses that take a small form and no token, so
+    that nobody can make the service read and spool a large upload there (`POST /login`)."""
+
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, limit_mb: float, small_forms: dict[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.limit_mb = limit_mb
+        self.small_forms = small_forms or {}
+
+    def _limit(self, scope: Scope) -> tuple[int, str]:
+        small = self.small_forms.get(get_route_path(scope))
+        if small is not None and small < self.max_bytes:
+            return small, f"This form is larger than the {small} bytes this address accepts."
+        return self.max_bytes, f"The upload is larger than the {self.limit_mb:g} MB limit (GRADER_MAX_UPLOAD_MB)."
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit, detail = self._limit(scope)
         declared = _content_length(scope)
-        if declared is not None and declared > self.max_bytes:
-            await self._reject(scope, receive, send)
+        if declared is not None and declared > limit:
+            await self._reject(scope, receive, send, detail)
             return
         received = 0
         started = False
@@ -48,8 +60,8 @@ class UploadLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise UploadTooLarge(self.limit_mb)
+                if received > limit:
+                    raise UploadTooLarge(detail)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -63,10 +75,10 @@ class UploadLimitMiddleware:
         except UploadTooLarge:
             if started:
                 raise
-            await self._reject(scope, receive, send)
+            await self._reject(scope, receive, send, detail)
 
-    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
-        error = UploadTooLarge(self.limit_mb)
+    async def _reject(self, scope: Scope, receive: Receive, send: Send, detail: str) -> None:
+        error = UploadTooLarge(detail)
         response = problem_response(413, str(error.detail), kind=error.kind, instance=scope.get("path"))
         response.headers["Connection"] = "close"
         await response(scope, receive, send)
