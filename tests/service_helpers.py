@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
+import anyio
 import httpx
 from fastapi.testclient import TestClient
 
@@ -55,6 +56,40 @@ def service_client(grader: Grader, data_dir: Path, **overrides: Any) -> Iterator
                      dispatcher_options=dispatcher_options)
     with TestClient(app, raise_server_exceptions=raise_server_exceptions) as client:
         yield client
+
+
+async def post_asgi(
+    app: Any, path: str, headers: list[tuple[bytes, bytes]], chunks: list[bytes] | None = None, root_path: str = ""
+) -> tuple[int, bytes]:
+    """POST to an ASGI app as a server would, below TestClient: (status, body). The request body comes
+    in `chunks`, one message each; with None, reading it at all fails the test."""
+    parts = chunks or []
+    messages = [{"type": "http.request", "body": chunk, "more_body": i < len(parts) - 1}
+                for i, chunk in enumerate(parts)]
+    statuses: list[int] = []
+    body = b""
+
+    async def receive() -> dict[str, Any]:
+        if chunks is None:
+            raise AssertionError(f"the body of POST {path} was read")
+        if messages:
+            return messages.pop(0)
+        await anyio.sleep_forever()
+        raise AssertionError  # unreachable
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal body
+        if message["type"] == "http.response.start":
+            statuses.append(int(message["status"]))
+        else:
+            body += message.get("body", b"")
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": path, "raw_path": path.encode(), "root_path": root_path, "query_string": b"",
+             "headers": headers, "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000)}
+    with anyio.fail_after(30):
+        await app(scope, receive, send)
+    return statuses[0], body
 
 
 def wait_for_batch(

@@ -11,7 +11,6 @@ import threading
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import anyio
 import httpx
@@ -22,7 +21,7 @@ from grader.engine.grading import Grader
 from tests.conftest import EXAMPLES
 from tests.intake_fixtures import blackboard_entries, zip_bytes
 from tests.queue_support import wait_for
-from tests.service_helpers import ResponseLike, service_client, wait_for_batch
+from tests.service_helpers import ResponseLike, post_asgi, service_client, wait_for_batch
 
 PROBLEM = "application/problem+json"
 
@@ -230,37 +229,19 @@ def test_tokens_are_required_when_configured(locked: TestClient) -> None:
 
 
 def test_an_upload_without_a_valid_token_is_refused_before_its_body_is_read(locked: TestClient) -> None:
-    async def post(path: str, headers: list[tuple[bytes, bytes]], root_path: str = "") -> tuple[int, bytes]:
-        started: list[dict[str, Any]] = []
-        body = b""
+    form = [(b"content-type", b"multipart/form-data; boundary=x"), (b"content-length", b"9000000")]
 
-        async def receive() -> dict[str, Any]:
-            raise AssertionError("the body of a request without a valid token was read")
-
-        async def send(message: dict[str, Any]) -> None:
-            nonlocal body
-            if message["type"] == "http.response.start":
-                started.append(message)
-            else:
-                body += message.get("body", b"")
-
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-                 "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": root_path,
-                 "query_string": b"",
-                 "headers": [(b"content-type", b"multipart/form-data; boundary=x"), (b"content-length", b"9000000"),
-                             *headers],
-                 "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000)}
-        await locked.app(scope, receive, send)  # type: ignore[arg-type]
-        return int(started[0]["status"]), body
+    def post(path: str, headers: list[tuple[bytes, bytes]], root_path: str = "") -> tuple[int, bytes]:
+        return anyio.run(post_asgi, locked.app, path, [*form, *headers], None, root_path)
 
     for path in ("/api/v1/batches", "/api/v1/grade", "/api/v1/submissions/1/regrade"):
         for headers in ([], [(b"authorization", b"Bearer alpha")], [(b"cookie", b"grader_token=beta")]):
-            status, body = anyio.run(post, path, headers)
+            status, body = post(path, headers)
             assert status == 401, (path, headers)
             problem = json.loads(body)
             assert problem["status"] == 401 and problem["instance"] == path and "token" in problem["detail"]
     # served under a root path (behind a proxy that keeps the prefix), as routing sees the path
-    status, body = anyio.run(post, "/grader/api/v1/batches", [], "/grader")
+    status, body = post("/grader/api/v1/batches", [], "/grader")
     assert status == 401 and json.loads(body)["instance"] == "/grader/api/v1/batches"
     # counted under the route each refused request named, as before the gate
     metrics = locked.get("/metrics", headers={"Authorization": "Bearer alpha-token"}).text

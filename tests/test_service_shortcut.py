@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
@@ -14,13 +13,13 @@ from starlette.exceptions import HTTPException
 from starlette.types import Receive, Scope, Send
 
 from grader.engine.grading import Grader
-from grader.service.api import api
+from grader.service.api import GRADE_PATH, api
 from grader.service.context import ServiceContext
 from grader.service.problems import ProblemError
 from grader.service.shortcut import MAX_BYTES, GradeShortcut, grade_route
 from tests.conftest import EXAMPLES
 from tests.intake_fixtures import zip_bytes
-from tests.service_helpers import service_client, settings_for
+from tests.service_helpers import post_asgi, service_client, settings_for
 
 TOKEN = "gamma-token"
 BOUNDARY = "b0undary"
@@ -200,36 +199,18 @@ def test_the_first_authorization_header_counts_as_in_the_full_app(client: TestCl
     assert full.bodies == [body]
 
 
-async def _send_raw(app: GradeShortcut, headers: list[tuple[bytes, bytes]], chunks: list[bytes]) -> int:
+def _send_raw(app: GradeShortcut, headers: list[tuple[bytes, bytes]], chunks: list[bytes]) -> int:
     """Call the shortcut as a server would, the body in `chunks` (one message each); the status."""
-    messages = [{"type": "http.request", "body": chunk, "more_body": i < len(chunks) - 1}
-                for i, chunk in enumerate(chunks)]
-    statuses = []
-
-    async def receive() -> dict[str, object]:
-        if messages:
-            return messages.pop(0)
-        await anyio.sleep_forever()
-        raise AssertionError  # unreachable
-
-    async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            statuses.append(message["status"])
-
-    scope = {"type": "http", "method": "POST", "path": "/api/v1/grade", "root_path": "", "headers": headers,
-             "query_string": b""}
-    with anyio.fail_after(30):
-        await app(scope, receive, send)  # type: ignore[arg-type]
-    return int(statuses[0])
+    return anyio.run(post_asgi, app, GRADE_PATH, headers, chunks)[0]
 
 
 def test_a_huge_length_without_a_token_is_not_read(context: ServiceContext, full: FullApp) -> None:
     """The token is checked first; a Content-Length of 5,000 digits is never even converted."""
     shortcut = GradeShortcut(full, context=context, tokens=lambda: [TOKEN], route=grade_route(api.routes))
     sent = [(b"content-type", FORM.encode()), (b"content-length", b"0" * 5000 + b"1")]
-    assert anyio.run(_send_raw, shortcut, sent, [b"x"]) == 299
+    assert _send_raw(shortcut, sent, [b"x"]) == 299
     with_token = [*sent, (b"authorization", f"Bearer {TOKEN}".encode())]
-    assert anyio.run(_send_raw, shortcut, with_token, [b"x"]) == 299
+    assert _send_raw(shortcut, with_token, [b"x"]) == 299
     assert full.bodies == [b"x", b"x"]
 
 
@@ -240,7 +221,7 @@ def test_a_body_in_many_pieces_reaches_the_full_app_whole_in_one_message(context
     body = form(("file", "layers.py", CORRECT), ("notes", None, b"not plain"))
     sent = [(b"content-type", FORM.encode()), (b"content-length", str(len(body)).encode()),
             (b"authorization", f"Bearer {TOKEN}".encode())]
-    assert anyio.run(_send_raw, shortcut, sent, [body[i : i + 1] for i in range(len(body))]) == 299
+    assert _send_raw(shortcut, sent, [body[i : i + 1] for i in range(len(body))]) == 299
     assert full.bodies == [body] and full.messages == [1]
 
 
