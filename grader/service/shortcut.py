@@ -136,8 +136,7 @@ class GradeShortcut:
         if boundary is None:
             await self.app(scope, receive, send)
             return
-        received: list[Message] = []
-        body = await _read_body(receive, received, MAX_BYTES)
+        body, received = await _read_body(receive, MAX_BYTES)
         form = parse_form(body, boundary) if body is not None else None
         upload = self._upload(form) if form is not None else None
         if upload is None:
@@ -203,20 +202,19 @@ class GradeShortcut:
         return _decode(file.filename), bytes(file.data), student
 
 
-async def _read_body(receive: Receive, received: list[Message], limit: int) -> bytes | None:
-    """The whole body, or None when the client disconnected first or it outgrew `limit`; `received`
-    is left holding what a replay must give: at most one http.request message and what ended the read."""
+async def _read_body(receive: Receive, limit: int) -> tuple[bytes | None, list[Message]]:
+    """The whole body (None when the client disconnected first or it outgrew `limit`), and what a
+    replay must give: at most one http.request message, and what ended the read."""
     body = bytearray()
     while True:
         message = await receive()
         if message["type"] != "http.request":
-            received[:] = [{"type": "http.request", "body": bytes(body), "more_body": True}, message]
-            return None
+            return None, [{"type": "http.request", "body": bytes(body), "more_body": True}, message]
         body += message.get("body", b"")
         more = message.get("more_body", False)
         if not more or len(body) > limit:
-            received[:] = [{"type": "http.request", "body": bytes(body), "more_body": more}]
-            return None if more else bytes(body)
+            whole = bytes(body)
+            return None if more else whole, [{"type": "http.request", "body": whole, "more_body": more}]
 
 
 def _replay(received: list[Message], receive: Receive) -> Receive:
