@@ -29,7 +29,7 @@ STARTED_WITH = dict(os.environ)  # for the floor as a shell would run it, BLAS t
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
-from _common import percentile, process_cpu  # noqa: E402
+from _common import children, percentile, process_cpu  # noqa: E402
 
 from grader.engine.assignment import load_assignment  # noqa: E402
 from grader.engine.grading import Grader  # noqa: E402
@@ -62,7 +62,7 @@ def pyenv_shim() -> str | None:
 
 def forkers(zygotes: list[int]) -> list[int]:
     """Each zygote's forker, the process its runs are forked from (its one child between runs)."""
-    return [int(pid) for z in zygotes for pid in Path(f"/proc/{z}/task/{z}/children").read_text().split()]
+    return [pid for z in zygotes for pid in children(z)]
 
 
 def cpu_seconds(zygotes: list[int], forking: list[int]) -> tuple[float, float, float]:

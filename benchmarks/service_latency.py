@@ -30,7 +30,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from _common import percentile, process_cpu
+from _common import children, percentile, process_cpu
 
 ROOT = Path(__file__).resolve().parent.parent
 http_client_errors = http.client.HTTPException
@@ -60,14 +60,6 @@ def sandbox_rss(pid: int) -> float:
     """RSS (MB) of the zygotes and their forkers, summed (pages they share count in each)."""
     zygotes = children(pid)
     return sum(rss_mb(z) for z in zygotes) + sum(rss_mb(f) for z in zygotes for f in children(z))
-
-
-def children(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return []
-    return [int(p) for p in text.split()]
 
 
 def sample_rss(pid: int, samples: list[float], done: threading.Event) -> None:
