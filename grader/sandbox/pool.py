@@ -143,7 +143,7 @@ class ZygoteProcess:
         graded nothing yet."""
         if self.graded and job.limits.max_output_bytes > self.log_capacity:
             return False
-        if self.plan is None or (self.plan[0] is job.calls and self.plan[1] is job.arrays):
+        if self.plan is None or self.holds_plan_of(job):
             return True
         calls, arrays = self.plan
         if calls == job.calls and len(arrays) == len(job.arrays) and all(
@@ -153,6 +153,11 @@ class ZygoteProcess:
             self.plan = (job.calls, job.arrays)
             return True
         return False
+
+    def holds_plan_of(self, job: Job) -> bool:
+        """Whether the zygote has the job's plan already (these very lists: a plan never changes once
+        a job has used it)."""
+        return self.plan is not None and self.plan[0] is job.calls and self.plan[1] is job.arrays
 
     def run(self, job: Job, timeout: float) -> RunResult:
         header = {
@@ -165,7 +170,7 @@ class ZygoteProcess:
         code = np.frombuffer(job.code, dtype=np.uint8)
         source = np.frombuffer(job.source, dtype=np.uint8)
         try:
-            if self.plan is None or self.plan[0] is not job.calls or self.plan[1] is not job.arrays:
+            if not self.holds_plan_of(job):
                 write_message(self.write_fd, {"op": "plan", "calls": job.calls}, job.arrays)
                 self.plan = (job.calls, job.arrays)  # held, so their identity cannot be reused
             write_message(self.write_fd, header, [code, source])
