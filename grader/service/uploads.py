@@ -33,21 +33,18 @@ class UploadLimitMiddleware:
         self, app: ASGIApp, max_bytes: int, limit_mb: float, small_forms: dict[str, int] | None = None
     ) -> None:
         self.app = app
-        self.max_bytes = max_bytes
-        self.limit_mb = limit_mb
-        self.small_forms = small_forms or {}
-
-    def _limit(self, scope: Scope) -> tuple[int, str]:
-        small = self.small_forms.get(get_route_path(scope))
-        if small is not None and small < self.max_bytes:
-            return small, f"This form is larger than the {small} bytes this address accepts."
-        return self.max_bytes, f"The upload is larger than the {self.limit_mb:g} MB limit (GRADER_MAX_UPLOAD_MB)."
+        # (bytes, the 413's detail), for every address and for the small forms', worded once
+        self.limit = (max_bytes, f"The upload is larger than the {limit_mb:g} MB limit (GRADER_MAX_UPLOAD_MB).")
+        self.small_forms = {
+            path: (small, f"This form is larger than the {small} bytes this address accepts.")
+            for path, small in (small_forms or {}).items() if small < max_bytes
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit, detail = self._limit(scope)
+        limit, detail = self.small_forms.get(get_route_path(scope), self.limit)
         declared = _content_length(scope)
         if declared is not None and declared > limit:
             await self._reject(scope, receive, send, detail)
