@@ -5,8 +5,10 @@ Starts `grader serve` on a free loopback port with a fresh data folder, warms it
 submission plus a unique comment), so each one is stored and graded in the sandbox for real.
 Prints, for each of --rounds rounds of --requests requests on the same service, p50/p90/p99/max
 latency, errors, throughput, CPU per request and the service's memory (RSS) at each quarter; the
-service's memory before and after all of them; and how quick the machine was (`python -c "import
-numpy"`). The targets are judged on the median round.
+service's memory before and after all of them; how quick the machine was (`python -c "import
+numpy"`); and, for each round, the lowest p50 any service could reach at the CPU the sandbox alone
+took per request (with every client always in flight, p50 is about clients / throughput, and the
+cores bound throughput). The targets are judged on the median round.
 
     python benchmarks/service_latency.py [--requests 2000] [--rounds 3] [--clients 8] [--client stdlib|httpx] [--json F]
 """
@@ -228,6 +230,8 @@ def main() -> None:
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     print("p50 by round:", ", ".join(f"{r['p50_ms']} ms" for r in rounds))
+    print("the floor the sandbox's CPU alone sets (clients x its CPU per request / cores), by round:",
+          ", ".join(f"{r['p50_floor_sandbox_only_ms']} ms" for r in rounds))
     targets_met = median["p50_ms"] <= 50 and max(r["p99_ms"] for r in rounds) <= 200 and not results["errors"]
     print("targets (median round's p50 <= 50 ms, every round's p99 <= 200 ms, no errors):",
           "met" if targets_met else "NOT met")
@@ -264,6 +268,11 @@ def measure_round(pid: int, url: str, args: argparse.Namespace, offset: int) -> 
         "service_cpu_ms_per_request": round(service_cpu / len(latencies) * 1000, 2),
         "sandbox_cpu_ms_per_request": round(sandbox_cpu_used / len(latencies) * 1000, 2),
         "client_cpu_ms_per_request": round(client_cpu / len(latencies) * 1000, 2),
+        # Little's law with every client always in flight: mean latency = clients / throughput, and the
+        # cores bound throughput by CPU per request. What the sandbox alone takes sets a floor no
+        # service-side work can go under on this machine at this moment.
+        "p50_floor_sandbox_only_ms": round(args.clients * sandbox_cpu_used / len(latencies) / (os.cpu_count() or 1)
+                                           * 1000, 1),
         "load_average_1min": round(os.getloadavg()[0], 2),
         "service_rss_mb_by_quarter": [round(samples[min(len(samples) - 1, len(samples) * q // 4)], 1)
                                       for q in (1, 2, 3, 4)] if samples else [],
