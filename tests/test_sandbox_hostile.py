@@ -3,15 +3,21 @@ exact scores, nothing leaked, nothing arrived, nothing written outside, nothing 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from grader.engine.grading import Grader
+from tests.conftest import ROOT
+from tests.queue_support import grader_env
 from tests.sandbox_support import (
     CANARY,
     EXPECTED,
@@ -93,6 +99,47 @@ def test_a_forker_that_dies_costs_no_grade(correct_source: bytes) -> None:
         threading.Timer(0.2, os.kill, (forker, signal.SIGKILL)).start()  # while relu_forward first sleeps
         report = grader.grade(slow)
         assert report.score == 10, report.problems
+
+
+def test_zygotes_of_a_killed_grader_leave_without_a_traceback(tmp_path: Path, correct_source: bytes) -> None:
+    """kill -9 of the grader (the service) while a run is in progress: its zygote finds the pipe to it
+    closed and ends, without a traceback in the log it shares with the grader."""
+    once = b"def relu_forward(x):\n    if not SLEPT:\n        SLEPT.append(time.sleep(0.5))\n"
+    slow = correct_source.replace(b"def relu_forward(x):\n", once, 1)
+    slow = slow.replace(b"import numpy as np", b"import time\nimport numpy as np\nSLEPT = []", 1)
+    (tmp_path / "slow.py").write_bytes(slow)
+    script = (
+        "import sys\nfrom pathlib import Path\nfrom grader.engine.grading import Grader\n"
+        "grader = Grader(workers=1)\nprint(*grader.pool.zygote_pids(), flush=True)\n"
+        f"grader.grade(Path({str(tmp_path / 'slow.py')!r}).read_bytes())\n"
+    )
+    with open(tmp_path / "stderr", "wb") as stderr:
+        process = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=grader_env(),
+                                   stdout=subprocess.PIPE, stderr=stderr)
+    assert process.stdout is not None
+    zygote = int(process.stdout.readline())
+    time.sleep(0.3)  # into relu_forward's sleep: the run's later results are still to be relayed
+    process.kill()
+    process.wait(10)
+    deadline = time.monotonic() + 20
+    while not _ended(zygote) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _ended(zygote), "the zygote outlived its grader"
+    assert "Traceback" not in (tmp_path / "stderr").read_text()
+
+
+def _ended(pid: int) -> bool:
+    """Gone, or a zombie: orphans go to the nearest subreaper, which this test process is once the
+    hostile samples' checks have run (`become_subreaper`), so a zombie of ours is reaped."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    if state != "Z":
+        return False
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    return True
 
 
 def _forker_of(zygote: int) -> int:

@@ -864,7 +864,10 @@ def main() -> None:
     config = reader.read()
     if config is None:
         return
-    Zygote(control_in, control_out, config.header).serve(reader)
+    try:
+        Zygote(control_in, control_out, config.header).serve(reader)
+    except BrokenPipeError:  # the grader is gone (killed): nobody is left to read about it, so no traceback
+        pass
 
 
 if __name__ == "__main__":
