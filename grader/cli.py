@@ -13,7 +13,7 @@ from typing import IO, TYPE_CHECKING, Any
 import click
 
 from grader import __version__
-from grader.settings import get_settings
+from grader.settings import Settings, get_settings
 
 if TYPE_CHECKING:  # engine imports stay lazy so --help is fast
     from grader.engine.grading import Grader
@@ -36,11 +36,25 @@ class Interrupted(click.ClickException):
         click.echo(self.message, err=True)
 
 
+def _settings() -> Settings:
+    """The GRADER_* configuration, or one sentence naming each variable that is wrong (never its value:
+    some are secrets)."""
+    from pydantic import ValidationError
+
+    try:
+        return get_settings()
+    except ValidationError as error:
+        problems = "; ".join(
+            f"GRADER_{'_'.join(str(part) for part in e['loc']).upper()}: {e['msg']}" for e in error.errors()
+        )
+        raise UserError(f"invalid configuration: {problems}") from error
+
+
 def _load_assignment(path: Path | None):
     from grader.engine.assignment import AssignmentError, load_assignment
 
     try:
-        return load_assignment(path or get_settings().assignment_dir)
+        return load_assignment(path or _settings().assignment_dir)
     except AssignmentError as error:
         raise UserError(str(error)) from error
 
@@ -58,7 +72,7 @@ def _make_grader(assignment, workers: int | None, insecure: bool):
     from grader.engine.grading import Grader
     from grader.sandbox.isolation import SandboxUnavailable
 
-    settings = get_settings()
+    settings = _settings()
     try:
         return Grader(
             assignment,
@@ -110,6 +124,7 @@ def grade(paths: tuple[Path, ...], output_format: str, assignment_dir: Path | No
           column_id: str | None, assignment_name: str | None, missing_as_zero: bool,
           feedback_path: Path | None) -> None:
     """Grade a .py, a student's zip or folder, a class folder or zip, or a Blackboard or Canvas download."""
+    from grader.export.gradebook import other_lms_warning
     from grader.export.text import class_summary, results_table, submission_text
 
     assignment = _load_assignment(assignment_dir)
@@ -121,11 +136,9 @@ def grade(paths: tuple[Path, ...], output_format: str, assignment_dir: Path | No
         click.echo(f"layout: {intake.layout} ({len(intake.submissions)} students)", err=True)
     for warning in intake.warnings:
         click.echo(f"warning: {warning}", err=True)
-    other_lms = {"blackboard": "canvas", "canvas": "blackboard"}.get(intake.layout)
-    if export_format is not None and export_format == other_lms:
-        click.echo(f"warning: this is a {intake.layout.capitalize()} download, but the export is for "
-                   f"{export_format.capitalize()}: its rows are keyed by {intake.layout.capitalize()}'s "
-                   f"identifiers, which {export_format.capitalize()} will not recognise", err=True)
+    mismatch = other_lms_warning(intake.layout, export_format) if export_format is not None else None
+    if mismatch is not None:
+        click.echo(f"warning: {mismatch}", err=True)
     started = time.monotonic()
     try:
         with _make_grader(assignment, workers, insecure) as grader:
@@ -373,7 +386,7 @@ def serve(host: str, port: int) -> None:
     from grader.service.server import StartError, UnsafeBind, check_bind
     from grader.service.server import serve as run_server
 
-    settings = get_settings()
+    settings = _settings()
     try:
         check_bind(host, settings)
     except UnsafeBind as error:
@@ -412,7 +425,7 @@ def _run_worker(sandboxes: int | None, insecure: bool, heartbeat: Path) -> None:
     from grader.queue.worker import QueueWorker
     from grader.sandbox.isolation import SandboxUnavailable
 
-    settings = get_settings()
+    settings = _settings()
     if not settings.queue_url:
         raise UserError("grader worker takes its work from a Redis queue: set GRADER_QUEUE_URL "
                         "(for example redis://127.0.0.1:6379/0) to the same URL as the service's")

@@ -18,10 +18,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from grader.engine.grading import Grader
+from grader.service import create_app
+from grader.service.auth import session_value
 from tests.conftest import EXAMPLES
 from tests.intake_fixtures import blackboard_entries, zip_bytes
 from tests.queue_support import wait_for
-from tests.service_helpers import ResponseLike, post_asgi, service_client, wait_for_batch
+from tests.service_helpers import ResponseLike, post_asgi, service_client, settings_for, wait_for_batch
 
 PROBLEM = "application/problem+json"
 
@@ -55,6 +57,12 @@ def test_healthz_reports_layers_and_version(client: TestClient, grader: Grader) 
     assert body["version"] == "0.1.0"
     assert body["layers"] == grader.layers and body["layers"]["no_network"] is True
     assert body["rubric_version"] == grader.assignment.rubric.version
+
+
+def test_healthz_answers_head_for_load_balancers(client: TestClient) -> None:
+    response = client.head("/healthz")
+    assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+    assert "/healthz" in client.get("/openapi.json").json()["paths"]  # documented once, as GET
 
 
 def test_docs_are_served_without_any_outside_host(client: TestClient) -> None:
@@ -150,6 +158,50 @@ def test_grade_refuses_class_zips_and_zips_without_the_file(client: TestClient) 
     assert_problem(client.post("/api/v1/grade", files=upload("class.zip", two)), 422, "/api/v1/batches")
     nothing = zip_bytes({"notes/readme.txt": b"hello"})
     assert_problem(client.post("/api/v1/grade", files=upload("ada.zip", nothing)), 422, "Nothing to grade")
+
+
+def test_a_file_named_like_a_zip_must_be_one(client: TestClient, tmp_path: Path) -> None:
+    """As the command line and a batch refuse it: graded as Python it would only score 0."""
+    for name in ("ada.zip", "ADA.ZIP"):
+        assert_problem(client.post("/api/v1/grade", files=upload(name, b"this is not a zip\n")), 422,
+                       name, "not a readable zip archive")
+    assert_problem(client.post("/api/v1/batches", files=upload("class.zip", b"this is not a zip\n")), 422,
+                   "not a readable zip archive")
+    assert not _stored_uploads(tmp_path)
+
+
+def test_a_form_with_two_files_is_refused(client: TestClient) -> None:
+    """The route's `file` would see only the last of them: grading one of two silently is refused."""
+    correct, starter = (EXAMPLES / "correct.py").read_bytes(), (EXAMPLES / "starter.py").read_bytes()
+    two = [("file", ("correct.py", correct)), ("file", ("starter.py", starter))]
+    for path in ("/api/v1/grade", "/api/v1/batches"):
+        body = assert_problem(client.post(path, files=two), 422, "one file", "has 2")
+        assert body["type"] == "urn:hw-grader:problem:several-files"
+    assert client.get("/api/v1/batches").json()["batches"] == []  # nothing was stored either
+
+
+def test_refused_uploads_leave_nothing_in_the_data_folder(client: TestClient, tmp_path: Path) -> None:
+    refused = [
+        ("/api/v1/batches", upload("corrupt.zip", b"PK\x03\x04" + b"\x00" * 40)),
+        ("/api/v1/batches", upload("notes.txt", b"hello")),
+        ("/api/v1/batches", upload("layers.py", b"")),
+        ("/api/v1/batches", upload("empty.zip", zip_bytes({}))),
+        ("/api/v1/grade", upload("ada.zip", zip_bytes({"notes/readme.txt": b"hello"}))),
+        ("/api/v1/grade", upload("two.zip", zip_bytes({"ada/layers.py": b"x = 1\n", "bob/layers.py": b"x = 2\n"}))),
+    ]
+    for path, files in refused:
+        assert client.post(path, files=files).status_code == 422, (path, files)
+    assert not _stored_uploads(tmp_path)
+    # what is accepted is kept, under its hash, for the audit
+    archive = zip_bytes({"ada/layers.py": (EXAMPLES / "correct.py").read_bytes(), "bob/layers.py": b"x = 1\n"})
+    assert client.post("/api/v1/batches", files=upload("class.zip", archive)).status_code == 202
+    assert _stored_uploads(tmp_path) == [f"{hashlib.sha256(archive).hexdigest()}/class.zip"]
+
+
+def _stored_uploads(data_dir: Path) -> list[str]:
+    """Every file (and any leftover staging folder) under the service's uploads folder."""
+    folder = data_dir / "uploads"
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() or p.name.startswith("."))
 
 
 def test_missing_or_malformed_form_is_a_422(client: TestClient) -> None:
@@ -256,8 +308,15 @@ def test_cookie_login_for_the_web_page(locked: TestClient) -> None:
     accepted = locked.post("/login", data={"token": "beta-token", "next": "/api/v1/batches"}, follow_redirects=False)
     assert accepted.status_code == 303 and accepted.headers["location"] == "/api/v1/batches"
     cookie = accepted.headers["set-cookie"]
-    assert cookie.startswith("grader_token=beta-token") and "HttpOnly" in cookie and "SameSite=strict" in cookie
+    assert cookie.startswith(f"grader_token={session_value('beta-token')};")  # derived: the token itself never
+    assert "beta-token" not in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie  # reaches a browser
     assert locked.get("/api/v1/batches").status_code == 200  # the client now sends the cookie
+    assert locked.get("/").status_code == 200  # and the page takes it
+    # a cookie holding the token itself, or another token's session, is no session
+    for value in ("beta-token", session_value("gamma-token")):
+        locked.cookies.clear()
+        locked.cookies.set("grader_token", value)
+        assert locked.get("/api/v1/batches").status_code == 401
     offsite = locked.post("/login", data={"token": "beta-token", "next": "//evil.example/x"}, follow_redirects=False)
     assert offsite.headers["location"] == "/"
     locked.post("/logout", follow_redirects=False)
@@ -280,6 +339,32 @@ def test_login_reads_no_large_body(locked: TestClient) -> None:
     assert_problem(streamed, 413)
     long_token = locked.post("/login", data={"token": "b" * 4096, "next": "/" + "x" * 2000}, follow_redirects=False)
     assert_problem(long_token, 401)  # the largest form the route accepts still gets its answer
+
+
+def test_an_open_service_answers_only_requests_addressed_to_this_machine(grader: Grader, tmp_path: Path) -> None:
+    """Open (no tokens) as `grader serve` runs it on loopback: a page of another site can neither read
+    it through a name resolved to 127.0.0.1 (DNS rebinding) nor post work to it."""
+    app = create_app(settings_for(tmp_path), grader_instance=grader, local_names=["grader-box"])
+    with TestClient(app, base_url="http://127.0.0.1:8000") as local:
+        for host in ("127.0.0.1:8000", "localhost:8000", "[::1]:8000", "grader-box:8000", "127.0.0.2"):
+            assert local.get("/api/v1/batches", headers={"host": host}).status_code == 200, host
+        for host in ("evil.example:8000", "127.0.0.1.nip.io", "[::1", "0x7f000001"):
+            body = assert_problem(local.get("/api/v1/batches", headers={"host": host}), 403, "localhost")
+            assert body["type"] == "urn:hw-grader:problem:not-local"
+        own = local.post("/api/v1/grade", files=upload("correct.py"), headers={"origin": "http://127.0.0.1:8000"})
+        assert own.status_code == 200 and own.json()["score"] == 10  # the web page's own requests
+        for origin in ("https://evil.example", "null"):
+            assert_problem(local.post("/api/v1/grade", files=upload("correct.py"), headers={"origin": origin}),
+                           403, "another site")
+        again = local.post("/api/v1/grade", files=upload("correct.py"), headers={"origin": "http://localhost:8000"})
+        assert again.json()["id"] == own.json()["id"] + 1  # the refused ones stored nothing
+        # with tokens, every request needs one instead (and the page's cookie is SameSite=Strict)
+        app.state.tokens = ["a-long-enough-token"]
+        auth = {"authorization": "Bearer a-long-enough-token"}
+        assert local.get("/api/v1/batches", headers={**auth, "host": "grader.example.edu"}).status_code == 200
+    # the TestClient apps of the other tests run without the check (no local_names)
+    with service_client(grader, tmp_path / "other") as unchecked:
+        assert unchecked.get("/api/v1/batches", headers={"host": "evil.example"}).status_code == 200
 
 
 def test_token_comparison_accepts_only_exact_tokens() -> None:
@@ -336,11 +421,18 @@ def test_blackboard_class_zip_batch(client: TestClient) -> None:
     grades = list(csv.DictReader(io.StringIO(client.get(f"{location}/grades.csv").text)))
     assert {(g["student"], g["total"]) for g in grades} == {
         ("alovelace", "10"), ("cbabbage", "8.5"), ("ghopper", "0"), ("aturing", "")}
-    blackboard = client.get(f"{location}/grades-blackboard.csv?column_id=123456").text.splitlines()
+    blackboard_file = client.get(f"{location}/grades-blackboard.csv?column_id=123456")
+    blackboard = blackboard_file.text.splitlines()
     assert blackboard[0].endswith("\"Homework 5 [Total Pts: 10 Score] |123456\"")  # every field quoted
     assert "\"Lovelace\",\"Ada\",\"alovelace\",\"10\"" in blackboard
-    canvas = client.get(f"{location}/grades-canvas.csv").text.splitlines()
+    assert "grader-warning" not in blackboard_file.headers
+    canvas_file = client.get(f"{location}/grades-canvas.csv")
+    canvas = canvas_file.text.splitlines()
     assert canvas[1].startswith("Points Possible") and "Ada Lovelace,alovelace,,,,10" in canvas
+    # the file is made, but Canvas will not know Blackboard's usernames: said in a header, and on the page
+    assert "Blackboard download" in canvas_file.headers["grader-warning"]
+    page = client.get(f"/batches/{response.json()['id']}").text
+    assert "Canvas will not recognise" in page and "Blackboard will not recognise" not in page
     feedback = zipfile.ZipFile(io.BytesIO(client.get(f"{location}/feedback.zip").content))
     assert len(feedback.namelist()) == 4
     similarity = client.get(f"{location}/similarity").json()

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from grader.service.auth import session_value
 from tests.conftest import EXAMPLES, ROOT
 from tests.queue_support import grader_env
 from tests.service_helpers import LiveServer
@@ -28,6 +29,44 @@ def test_serve_refuses_a_public_address_without_tokens(host: str, tmp_path: Path
     assert result.returncode == 2
     assert "GRADER_API_TOKENS" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "grader.db").exists()  # refused before anything started
+
+
+def test_serve_refuses_a_short_token_beyond_loopback(tmp_path: Path) -> None:
+    env = grader_env(GRADER_API_TOKENS=f"qZ9x,{TOKEN}-and-long", GRADER_DATA_DIR=str(tmp_path))
+    result = subprocess.run([sys.executable, "-m", "grader.cli", "serve", "--host", "0.0.0.0", "--port", "1"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "shorter than 16 characters" in result.stderr and "Traceback" not in result.stderr
+    assert "qZ9x" not in result.stderr and TOKEN not in result.stderr
+
+
+@pytest.mark.parametrize("command", [["serve", "--port", "1"], ["grade", str(EXAMPLES / "correct.py")]])
+def test_a_bad_setting_is_one_sentence_naming_it(command: list[str], tmp_path: Path) -> None:
+    env = grader_env(GRADER_DATA_DIR=str(tmp_path), GRADER_MAX_UPLOAD_MB="lots-of-megabytes", GRADER_WORKERS="-1")
+    result = subprocess.run([sys.executable, "-m", "grader.cli", *command],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("Error: invalid configuration:")
+    assert "GRADER_MAX_UPLOAD_MB" in line and "GRADER_WORKERS" in line and "lots-of-megabytes" not in line
+
+
+def test_an_open_server_answers_only_this_machine(tmp_path: Path) -> None:
+    """Without tokens, on loopback: requests addressed to another name (DNS rebinding) or sent by a
+    page of another site get 403; the TA's own requests pass."""
+    live = LiveServer(tmp_path / "data", tmp_path / "server.log").start()
+    try:
+        assert httpx.get(f"{live.url}/api/v1/batches").status_code == 200
+        assert httpx.head(f"{live.url}/healthz").status_code == 200
+        rebound = httpx.get(f"{live.url}/api/v1/batches", headers={"Host": f"rebind.example:{live.port}"})
+        assert rebound.status_code == 403 and rebound.json()["type"] == "urn:hw-grader:problem:not-local"
+        files = {"file": ("layers.py", (EXAMPLES / "correct.py").read_bytes())}
+        foreign = httpx.post(f"{live.url}/api/v1/grade", files=files, headers={"Origin": "https://evil.example"})
+        assert foreign.status_code == 403
+        own = httpx.post(f"{live.url}/api/v1/grade", files=files, headers={"Origin": live.url})
+        assert own.status_code == 200 and own.json()["score"] == 10
+    finally:
+        live.stop()
 
 
 def test_serve_explains_an_unreachable_database_in_one_line(tmp_path: Path) -> None:
@@ -117,7 +156,7 @@ def test_live_metrics_and_docs(server: LiveServer) -> None:
 def test_tokens_never_reach_the_log(server: LiveServer) -> None:
     httpx.get(f"{server.url}/api/v1/batches", headers={"Authorization": f"Bearer {TOKEN}"})
     httpx.get(f"{server.url}/api/v1/batches", headers={"Authorization": "Bearer wrong-token-value"})
-    httpx.get(f"{server.url}/api/v1/batches", cookies={"grader_token": TOKEN})
+    httpx.get(f"{server.url}/api/v1/batches", cookies={"grader_token": session_value(TOKEN)})
     time.sleep(0.2)
     log = server.log()
     assert "GET /api/v1/batches" in log  # the access log is on ...

@@ -14,6 +14,7 @@ from starlette.types import Receive, Scope, Send
 
 from grader.engine.grading import Grader
 from grader.service.api import GRADE_PATH, api
+from grader.service.auth import session_value
 from grader.service.context import ServiceContext
 from grader.service.problems import ProblemError
 from grader.service.shortcut import MAX_BYTES, GradeShortcut, grade_route
@@ -179,7 +180,7 @@ def test_the_service_answers_the_same_with_and_without_the_shortcut(grader: Grad
     with service_client(grader, tmp_path, api_tokens=TOKEN) as service:
         body = form(("file", "typo_arange.py", (EXAMPLES / "typo_arange.py").read_bytes()), ("student", None, b"bo"))
         short = service.post("/api/v1/grade", content=body, headers=headers())
-        service.cookies.set("grader_token", TOKEN)
+        service.cookies.set("grader_token", session_value(TOKEN))
         routed = service.post("/api/v1/grade", content=body, headers=headers(token=None))
         metrics = service.get("/metrics").text
     assert short.status_code == routed.status_code == 200

@@ -19,6 +19,16 @@ FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _PLAIN_NUMBER = re.compile(r"^[+-]?\d+(\.\d+)?$")
 
 
+def other_lms_warning(layout: str | None, export: str) -> str | None:
+    """The warning for a Blackboard download exported for Canvas, or the other way round: the rows are
+    keyed by one LMS's identifiers, which the other does not know. None when they match (or the
+    upload came from neither)."""
+    if layout not in ("blackboard", "canvas") or layout == export:
+        return None
+    return (f"this is a {layout.capitalize()} download, but the export is for {export.capitalize()}: its rows "
+            f"are keyed by {layout.capitalize()}'s identifiers, which {export.capitalize()} will not recognise")
+
+
 def safe_cell(value: object) -> str | int | float:
     """A cell a spreadsheet shows as text: formula-like text is prefixed with `'`; numbers stay numbers.
 

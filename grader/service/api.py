@@ -18,13 +18,14 @@ from sqlalchemy.orm import Session
 import grader
 from grader.engine.report import SubmissionReport
 from grader.export.feedback import feedback_zip
-from grader.export.gradebook import blackboard_csv, canvas_csv, class_csv
+from grader.export.gradebook import blackboard_csv, canvas_csv, class_csv, other_lms_warning
 from grader.export.similarity import DEFAULT_THRESHOLD, default_starter, find_similar
 from grader.intake import Intake, IntakeError, StudentResult, read_inputs
 from grader.intake import Submission as IntakeSubmission
 from grader.intake.archive import is_zip
 from grader.intake.results import result_for
-from grader.service.auth import COOKIE_NAME, require_token, token_is_valid
+from grader.intake.tree import is_zip_name
+from grader.service.auth import COOKIE_NAME, require_token, session_value, token_is_valid
 from grader.service.context import ServiceContext
 from grader.service.jobs import GradeWork
 from grader.service.problems import Problem, ProblemError
@@ -42,7 +43,7 @@ from grader.service.schemas import (
     Progress,
     SubmissionDetail,
 )
-from grader.service.uploads import check_source, safe_filename, save_upload
+from grader.service.uploads import check_source, safe_filename, staged_upload
 from grader.store import repository
 from grader.store.models import Batch, Submission
 
@@ -89,6 +90,12 @@ def healthz(ctx: Service) -> Health:
     )
 
 
+@public.head("/healthz", response_model=Health, include_in_schema=False)
+def healthz_head(ctx: Service) -> Health:
+    """GET's answer without its body (the server drops it), for load balancers that check with HEAD."""
+    return healthz(ctx)
+
+
 @public.get(
     "/metrics",
     tags=["service"],
@@ -130,7 +137,8 @@ def login(
     response = RedirectResponse(_local_path(next_url), status_code=303)
     if tokens:
         response.set_cookie(
-            COOKIE_NAME, token, httponly=True, samesite="strict", secure=request.url.scheme == "https", path="/"
+            COOKIE_NAME, session_value(token), httponly=True, samesite="strict", secure=request.url.scheme == "https",
+            path="/",
         )
     return response
 
@@ -183,11 +191,17 @@ async def grade(
 
     The plain synchronous case usually does not get here: `GradeShortcut` (shortcut.py) answers it
     with the functions below."""
+    await one_file_only(request, "one student's .py or zip; a class goes to /api/v1/batches")
     filename = safe_filename(file.filename, ctx.grader.assignment.rubric.filename)
     content = await file.read()
     origin = filename
     if is_zip(content[:4]):
         content, origin = await to_thread.run_sync(_one_student_zip, ctx, content, filename, limiter=ctx.limiter)
+    elif is_zip_name(filename):  # as the command line and a batch refuse it, instead of grading it as Python
+        raise ProblemError(
+            422, f"The upload cannot be graded: {filename} is not a readable zip archive (it may be truncated or "
+            "corrupt).", kind="unreadable-upload",
+        )
     check_source(content, filename)
     target = _callback_url(callback_url, ctx)
     new = new_single(student, filename, content, origin=origin)
@@ -218,21 +232,33 @@ def grade_response(submission_id: int, report: dict[str, Any]) -> Response:
     return Response(orjson.dumps({**report, "id": submission_id}), media_type="application/json")
 
 
+async def one_file_only(request: Request, what: str) -> None:
+    """422 for a form with more than one `file` part (the route's parameter would see the last alone)."""
+    files = len((await request.form()).getlist("file"))  # the form FastAPI parsed already
+    if files > 1:
+        raise ProblemError(422, f"Send one file per request in `file` ({what}); this request has {files}.",
+                           kind="several-files")
+
+
 def _one_student_zip(ctx: ServiceContext, content: bytes, filename: str) -> tuple[bytes, str]:
-    """The file to grade inside one student's zip, found the way a class batch finds it."""
-    _, path, _ = save_upload(io.BytesIO(content), ctx.uploads_dir, filename)
-    intake = _read_upload(ctx, path, filename)
-    if len(intake.submissions) != 1:
-        raise ProblemError(
-            422,
-            f"{filename!r} holds {len(intake.submissions)} students' work; upload it to /api/v1/batches instead.",
-            kind="several-students",
-        )
-    (found,) = intake.submissions
-    if found.source is None or found.status != "ok":
-        reason = found.detail or found.status.replace("_", " ")
-        raise ProblemError(422, f"Nothing to grade in {filename!r}: {reason}.", kind="nothing-to-grade")
-    return found.source, _client_path(found.origin, path, filename)
+    """The file to grade inside one student's zip, found the way a class batch finds it. The zip is
+    kept among the uploads only when it holds something to grade."""
+    with staged_upload(io.BytesIO(content), ctx.uploads_dir, filename) as upload:
+        intake = _read_upload(ctx, upload.path, filename)
+        if len(intake.submissions) != 1:
+            raise ProblemError(
+                422,
+                f"{filename!r} holds {len(intake.submissions)} students' work; upload it to /api/v1/batches "
+                "instead.",
+                kind="several-students",
+            )
+        (found,) = intake.submissions
+        if found.source is None or found.status != "ok":
+            reason = found.detail or found.status.replace("_", " ")
+            raise ProblemError(422, f"Nothing to grade in {filename!r}: {reason}.", kind="nothing-to-grade")
+        origin = _client_path(found.origin, upload.path, filename)
+        upload.keep()
+    return found.source, origin
 
 
 def _read_upload(ctx: ServiceContext, path: FilePath, filename: str, layout: str | None = None) -> Intake:
@@ -278,6 +304,7 @@ async def create_batch(
     layout: Annotated[Layout, Form(description="how the archive is laid out; detected unless given")] = "auto",
 ) -> JSONResponse:
     """Accept a class upload: every student is stored before the 202, then graded in the background."""
+    await one_file_only(request, "the class's zip, or one .py")
     filename = safe_filename(file.filename, "upload")
     forced = None if layout == "auto" else layout
     batch_id, work = await to_thread.run_sync(_store_batch, ctx, file, filename, forced, limiter=ctx.limiter)
@@ -292,24 +319,26 @@ def _store_batch(
     ctx: ServiceContext, file: UploadFile, filename: str, layout: str | None
 ) -> tuple[int, list[GradeWork]]:
     file.file.seek(0)
-    digest, path, size = save_upload(file.file, ctx.uploads_dir, filename)
-    if size == 0:
-        raise ProblemError(422, f"The uploaded file {filename!r} is empty.", kind="empty-upload")
-    intake = _read_upload(ctx, path, filename, layout)
-    if not intake.submissions:
-        raise ProblemError(422, f"No submissions were found in {filename!r}.", kind="empty-batch")
-    students = [
-        repository.NewSubmission(
-            student=s.key, source=s.source, name=s.name, late=s.late, origin=_client_path(s.origin, path, filename),
-            intake_status=s.status, detail=s.detail, attempt=s.attempt, warnings=list(s.warnings),
-        )
-        for s in intake.submissions
-    ]
+    with staged_upload(file.file, ctx.uploads_dir, filename) as upload:
+        if upload.size == 0:
+            raise ProblemError(422, f"The uploaded file {filename!r} is empty.", kind="empty-upload")
+        intake = _read_upload(ctx, upload.path, filename, layout)
+        if not intake.submissions:
+            raise ProblemError(422, f"No submissions were found in {filename!r}.", kind="empty-batch")
+        students = [
+            repository.NewSubmission(
+                student=s.key, source=s.source, name=s.name, late=s.late,
+                origin=_client_path(s.origin, upload.path, filename), intake_status=s.status, detail=s.detail,
+                attempt=s.attempt, warnings=list(s.warnings),
+            )
+            for s in intake.submissions
+        ]
+        warnings = [_client_path(w, upload.path, filename) for w in intake.warnings]
+        path = upload.keep()
     with ctx.database.session() as session:
         batch = repository.create_batch(
-            session, filename=filename, layout=intake.layout, upload_sha256=digest, upload_path=str(path),
-            warnings=[_client_path(w, path, filename) for w in intake.warnings], students=students,
-            assignment_name=intake.assignment,
+            session, filename=filename, layout=intake.layout, upload_sha256=upload.digest, upload_path=str(path),
+            warnings=warnings, students=students, assignment_name=intake.assignment,
         )
         return batch.id, [GradeWork(s.id, batch.id) for s in batch.submissions if s.state == repository.QUEUED]
 
@@ -426,9 +455,14 @@ def _export(ctx: ServiceContext, batch_id: int) -> tuple[Batch, list[StudentResu
         return batch, stored_results(batch, ctx.grader.assignment.rubric.max_score)
 
 
-def _download(content: str | bytes, filename: str, media_type: str) -> Response:
-    return Response(content, media_type=media_type,
-                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+WARNING_HEADER = "Grader-Warning"
+
+
+def _download(content: str | bytes, filename: str, media_type: str, warning: str | None = None) -> Response:
+    headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
+    if warning is not None:  # a file that is well formed but likely not what the caller wants
+        headers[WARNING_HEADER] = warning
+    return Response(content, media_type=media_type, headers=headers)
 
 
 CSV = "text/csv; charset=utf-8"
@@ -461,7 +495,7 @@ def batch_blackboard(ctx: Service, batch_id: BatchId, column_id: ColumnId = None
     rubric = ctx.grader.assignment.rubric
     text = blackboard_csv(results, assignment=batch.assignment_name or rubric.title, max_score=rubric.max_score,
                           column_id=column_id or None, missing_as_zero=missing_as_zero)
-    return _download(text, f"batch-{batch_id}-blackboard.csv", CSV)
+    return _download(text, f"batch-{batch_id}-blackboard.csv", CSV, other_lms_warning(batch.layout, "blackboard"))
 
 
 @api.get(
@@ -477,7 +511,7 @@ def batch_canvas(ctx: Service, batch_id: BatchId, assignment_id: ColumnId = None
     rubric = ctx.grader.assignment.rubric
     text = canvas_csv(results, assignment=batch.assignment_name or rubric.title, max_score=rubric.max_score,
                       assignment_id=assignment_id or None, missing_as_zero=missing_as_zero)
-    return _download(text, f"batch-{batch_id}-canvas.csv", CSV)
+    return _download(text, f"batch-{batch_id}-canvas.csv", CSV, other_lms_warning(batch.layout, "canvas"))
 
 
 @api.get(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ from fastapi.staticfiles import StaticFiles
 import grader
 from grader.engine.grading import Grader
 from grader.service.api import API_PREFIX, api, public
-from grader.service.auth import TokenGate
+from grader.service.auth import LocalOnly, TokenGate
 from grader.service.context import QueueFactory, ServiceContext, default_queue
 from grader.service.metrics import MetricsMiddleware
 from grader.service.problems import install_problem_handlers
@@ -43,8 +43,12 @@ def create_app(
     grader_instance: Grader | None = None,
     make_queue: QueueFactory | None = None,
     dispatcher_options: dict[str, Any] | None = None,
+    local_names: Collection[str] | None = None,
 ) -> FastAPI:
-    """Build the app; the database, sandbox and job queue start with it (lifespan) and stop with it."""
+    """Build the app; the database, sandbox and job queue start with it (lifespan) and stop with it.
+
+    `local_names`: the names the server listens under (`grader serve --host`); with it, while no token
+    is set, only requests addressed to this machine are answered (`LocalOnly`)."""
     settings = settings or get_settings()
     context = ServiceContext(
         settings,
@@ -93,6 +97,8 @@ def create_app(
     max_bytes = int(settings.max_upload_mb * 1024 * 1024)
     app.add_middleware(UploadLimitMiddleware, max_bytes=max_bytes, limit_mb=settings.max_upload_mb,
                        small_forms={"/login": LOGIN_FORM_BYTES})
+    if local_names is not None:
+        app.add_middleware(LocalOnly, tokens=lambda: app.state.tokens, names=local_names)
     app.add_middleware(MetricsMiddleware, metrics=context.metrics)
     return app
 

@@ -3,8 +3,11 @@ and a gate in front of the API that refuses a request without a valid token befo
 
 from __future__ import annotations
 
+import hashlib
 import hmac
-from collections.abc import Callable, Sequence
+import ipaddress
+from collections.abc import Callable, Collection, Sequence
+from urllib.parse import urlsplit
 
 from fastapi import Request
 from starlette.requests import HTTPConnection
@@ -25,8 +28,21 @@ def token_is_valid(candidate: str, tokens: list[str]) -> bool:
     return matched
 
 
-def presented_token(request: HTTPConnection) -> str | None:
-    return bearer_token(request.headers.get("authorization", "")) or request.cookies.get(COOKIE_NAME) or None
+def session_value(token: str) -> str:
+    """What the `grader_token` cookie holds for `token`: derived from it, so that the API token itself
+    is never stored in a browser, and a cookie stops working when its token is removed."""
+    return hmac.new(token.encode(), b"hw-grader web session v1", hashlib.sha256).hexdigest()
+
+
+def credentials_valid(request: HTTPConnection, tokens: list[str]) -> bool | None:
+    """Whether the request's bearer token, or else its cookie, is valid; None when it presents neither."""
+    token = bearer_token(request.headers.get("authorization", ""))
+    if token is not None:
+        return token_is_valid(token, tokens)
+    cookie = request.cookies.get(COOKIE_NAME)
+    if cookie:
+        return token_is_valid(cookie, [session_value(each) for each in tokens])
+    return None
 
 
 def bearer_token(authorization: str) -> str | None:
@@ -51,15 +67,15 @@ def token_refusal(connection: HTTPConnection, tokens: list[str]) -> ProblemError
     """The 401 for a request without a valid token (None when it has one, or the service is open)."""
     if not tokens:
         return None
-    candidate = presented_token(connection)
-    if candidate is None:
+    valid = credentials_valid(connection, tokens)
+    if valid is None:
         return ProblemError(
             401,
             "This service needs an API token: send `Authorization: Bearer <token>`.",
             kind="unauthorized",
             headers={"WWW-Authenticate": 'Bearer realm="grader"'},
         )
-    if not token_is_valid(candidate, tokens):
+    if not valid:
         return ProblemError(
             401,
             "The API token is not valid.",
@@ -92,3 +108,64 @@ class TokenGate:
                 await error_response(refusal, connection.url.path)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+class LocalOnly:
+    """For a service running open (no tokens), which it may only do on loopback: answers only requests
+    addressed to this machine, so that no web page a browser here visits can use it.
+
+    A request whose Host names anything but `localhost`, a loopback address or the name the service
+    was told to listen on gets 403: a page of another site whose name was made to resolve to
+    127.0.0.1 (DNS rebinding) could otherwise read results. A request with an Origin that is not
+    such a name gets 403 too: any page could otherwise post work to it (its browser sends the Origin
+    with every cross-site POST). Requests without either header (curl, an LMS's client) pass. Does
+    nothing while tokens are set: then every request needs one, and the web page's cookie is
+    SameSite=Strict."""
+
+    def __init__(self, app: ASGIApp, tokens: Callable[[], list[str]], names: Collection[str] = ()) -> None:
+        self.app = app
+        self.tokens = tokens
+        self.names = {"localhost", *(name.lower().strip("[]") for name in names)}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self.tokens():
+            connection = HTTPConnection(scope)
+            refusal = self.refusal(connection.headers.get("host"), connection.headers.get("origin"))
+            if refusal is not None:
+                await error_response(refusal, connection.url.path)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def refusal(self, host: str | None, origin: str | None) -> ProblemError | None:
+        if host is not None and not self.is_local(_hostname(f"//{host}")):
+            return ProblemError(
+                403,
+                "This service runs without API tokens, so it answers only requests addressed to this machine "
+                "(localhost or a loopback address); set GRADER_API_TOKENS to serve it under another name.",
+                kind="not-local",
+            )
+        if origin is not None and not self.is_local(_hostname(origin)):  # "null" as well (a sandboxed page)
+            return ProblemError(
+                403,
+                "This service runs without API tokens, so it does not answer requests a web page of another "
+                "site sends; set GRADER_API_TOKENS to let other pages use it.",
+                kind="not-local",
+            )
+        return None
+
+    def is_local(self, name: str | None) -> bool:
+        if not name:
+            return False
+        if name in self.names:
+            return True
+        try:
+            return ipaddress.ip_address(name).is_loopback
+        except ValueError:
+            return False
+
+
+def _hostname(url: str) -> str | None:
+    try:
+        return urlsplit(url).hostname
+    except ValueError:  # "[::1" and the like
+        return None

@@ -32,14 +32,25 @@ def is_loopback(host: str) -> bool:
     return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
 
 
+MIN_TOKEN_LENGTH = 16  # beyond loopback: a shorter token could be guessed by anyone who can reach the port
+_HOW_TO_MAKE_ONE = "GRADER_API_TOKENS=$(python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+
+
 def check_bind(host: str, settings: Settings) -> None:
-    if settings.tokens or is_loopback(host):
+    if is_loopback(host):
         return
-    raise UnsafeBind(
-        f"refusing to listen on {host} without API tokens: set GRADER_API_TOKENS to one or more secret tokens "
-        "(comma-separated), e.g. GRADER_API_TOKENS=$(python -c 'import secrets; print(secrets.token_urlsafe(32))'), "
-        "or listen on 127.0.0.1"
-    )
+    if not settings.tokens:
+        raise UnsafeBind(
+            f"refusing to listen on {host} without API tokens: set GRADER_API_TOKENS to one or more secret tokens "
+            f"(comma-separated), e.g. {_HOW_TO_MAKE_ONE}, or listen on 127.0.0.1"
+        )
+    short = sum(len(token) < MIN_TOKEN_LENGTH for token in settings.tokens)
+    if short:
+        raise UnsafeBind(
+            f"refusing to listen on {host}: {short} of the tokens in GRADER_API_TOKENS "
+            f"{'is' if short == 1 else 'are'} shorter than {MIN_TOKEN_LENGTH} characters, which anyone who can "
+            f"reach the service could guess; use long random tokens, e.g. {_HOW_TO_MAKE_ONE}"
+        )
 
 
 def serve(host: str, port: int, settings: Settings) -> None:
@@ -52,7 +63,7 @@ def serve(host: str, port: int, settings: Settings) -> None:
     from grader.store.database import DatabaseError
 
     check_bind(host, settings)
-    app = create_app(settings)
+    app = create_app(settings, local_names=[host])
     try:
         # started before uvicorn so that a failure is one sentence, not a startup traceback
         app.state.service.start()

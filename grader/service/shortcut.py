@@ -6,8 +6,9 @@ service's CPU as storing the file and its result. This middleware recognises the
 authorised multipart upload, no larger than `MAX_BYTES`, of one file plus at most a `student` field,
 and no callback) and grades it with the route's own functions. Anything else is handed to the app
 with the bytes read so far replayed, so every other request and every error keeps its one
-implementation: a zip, a callback, a missing or wrong token (or a cookie), another field, a form
-the parser refuses, a name the route would refuse, or a file `check_source` refuses.
+implementation: a zip (or a file named like one), a callback, a missing or wrong token (or a
+cookie), another field, a field given twice, a form the parser refuses, a name the route would
+refuse, or a file `check_source` refuses.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from grader.intake.archive import is_zip
+from grader.intake.tree import is_zip_name
 from grader.service.api import GRADE_PATH, STUDENT_MAX_LENGTH, grade_response, grade_single, new_single
 from grader.service.auth import bearer_token, token_is_valid
 from grader.service.context import ServiceContext
@@ -146,7 +148,7 @@ class GradeShortcut:
         ctx = self.context
         filename = safe_filename(raw_name, ctx.grader.assignment.rubric.filename)
         try:
-            if is_zip(content[:4]):
+            if is_zip(content[:4]) or is_zip_name(filename):
                 raise _NotPlain
             check_source(content, filename)
         except (ProblemError, _NotPlain):  # the route says why, or finds the file in the zip

@@ -7,6 +7,8 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -116,23 +118,42 @@ def safe_filename(filename: str | None, default: str) -> str:
     return name[:120] or default
 
 
-def save_upload(stream: IO[bytes], folder: Path, filename: str) -> tuple[str, Path, int]:
-    """Copy an upload into `folder/<sha256>/<filename>` (content-addressed) and return hash, path, size."""
+class StagedUpload:
+    """An upload copied into a private folder, under its own file name, until it is kept or dropped."""
+
+    def __init__(self, path: Path, digest: str, size: int, folder: Path) -> None:
+        self.path = path
+        self.digest = digest
+        self.size = size
+        self._folder = folder
+
+    def keep(self) -> Path:
+        """Move it to `folder/<sha256>/<filename>` (content-addressed; an identical upload already
+        there is kept instead) and return that path."""
+        final_dir = self._folder / self.digest
+        final_dir.mkdir(exist_ok=True)
+        final = final_dir / self.path.name
+        if not final.exists():
+            os.replace(self.path, final)
+        return final
+
+
+@contextmanager
+def staged_upload(stream: IO[bytes], folder: Path, filename: str) -> Iterator[StagedUpload]:
+    """The upload in `stream` copied to a private folder under `folder`, as `filename`, for reading
+    before it is accepted: what is not kept (`StagedUpload.keep`) by the end of the block is removed,
+    so a refused upload leaves nothing behind."""
     folder.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
-    size = 0
-    handle, name = tempfile.mkstemp(dir=folder, prefix=".incoming-")
-    partial = Path(name)
-    with os.fdopen(handle, "wb") as out:
-        while chunk := stream.read(_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-            out.write(chunk)
-    final_dir = folder / digest.hexdigest()
-    final_dir.mkdir(exist_ok=True)
-    final = final_dir / filename
-    if final.exists():
-        partial.unlink()
-    else:
-        shutil.move(partial, final)
-    return digest.hexdigest(), final, size
+    staging = Path(tempfile.mkdtemp(dir=folder, prefix=".incoming-"))
+    try:
+        path = staging / filename
+        digest = hashlib.sha256()
+        size = 0
+        with path.open("wb") as out:
+            while chunk := stream.read(_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+                out.write(chunk)
+        yield StagedUpload(path, digest.hexdigest(), size, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -18,8 +18,9 @@ from fastapi.templating import Jinja2Templates
 
 import grader
 from grader.engine.policy import decode_python_source
+from grader.export.gradebook import other_lms_warning
 from grader.service.api import batch_similarity
-from grader.service.auth import presented_token, token_is_valid
+from grader.service.auth import credentials_valid
 from grader.service.charts import problem_means, score_histogram
 from grader.service.context import ServiceContext
 from grader.store import repository
@@ -54,10 +55,8 @@ class PageNotFound(Exception):
 
 def page_access(request: Request) -> None:
     tokens: list[str] = request.app.state.tokens
-    if tokens:
-        candidate = presented_token(request)
-        if candidate is None or not token_is_valid(candidate, tokens):
-            raise LoginRequired
+    if tokens and not credentials_valid(request, tokens):
+        raise LoginRequired
 
 
 def service(request: Request) -> ServiceContext:
@@ -162,6 +161,7 @@ def batch_summary(batch: Batch, progress: repository.Progress) -> dict[str, Any]
         "total": progress.total,
         "warnings": batch.warnings or [],
         "error": batch.error,
+        "export_warnings": {lms: other_lms_warning(batch.layout, lms) for lms in ("blackboard", "canvas")},
     }
 
 
