@@ -188,9 +188,13 @@ def test_refused_uploads_leave_nothing_in_the_data_folder(client: TestClient, tm
         ("/api/v1/batches", upload("empty.zip", zip_bytes({}))),
         ("/api/v1/grade", upload("ada.zip", zip_bytes({"notes/readme.txt": b"hello"}))),
         ("/api/v1/grade", upload("two.zip", zip_bytes({"ada/layers.py": b"x = 1\n", "bob/layers.py": b"x = 2\n"}))),
+        ("/api/v1/grade", upload("binary.zip", zip_bytes({"ada/layers.py": b"\x7fELF\x00\x01"}))),
     ]
     for path, files in refused:
-        assert client.post(path, files=files).status_code == 422, (path, files)
+        assert client.post(path, files=files).status_code in (415, 422), (path, files)
+    one = upload("ada.zip", zip_bytes({"ada/layers.py": (EXAMPLES / "correct.py").read_bytes()}))
+    for callback in ("ftp://example.org/x", "http://127.0.0.1:9/x"):  # not http(s); callbacks off here
+        assert client.post("/api/v1/grade", files=one, data={"callback_url": callback}).status_code == 422
     assert not _stored_uploads(tmp_path)
     # what is accepted is kept, under its hash, for the audit
     archive = zip_bytes({"ada/layers.py": (EXAMPLES / "correct.py").read_bytes(), "bob/layers.py": b"x = 1\n"})
@@ -353,10 +357,12 @@ def test_an_open_service_answers_only_requests_addressed_to_this_machine(grader:
             assert body["type"] == "urn:hw-grader:problem:not-local"
         own = local.post("/api/v1/grade", files=upload("correct.py"), headers={"origin": "http://127.0.0.1:8000"})
         assert own.status_code == 200 and own.json()["score"] == 10  # the web page's own requests
-        for origin in ("https://evil.example", "null"):
+        # another site, a sandboxed page, another port of this machine (a notebook server, say), and
+        # another name for it than the request was sent to
+        for origin in ("https://evil.example", "null", "http://127.0.0.1:8888", "http://localhost:8000"):
             assert_problem(local.post("/api/v1/grade", files=upload("correct.py"), headers={"origin": origin}),
                            403, "another site")
-        again = local.post("/api/v1/grade", files=upload("correct.py"), headers={"origin": "http://localhost:8000"})
+        again = local.post("/api/v1/grade", files=upload("correct.py"), headers={"origin": "http://127.0.0.1:8000"})
         assert again.json()["id"] == own.json()["id"] + 1  # the refused ones stored nothing
         # with tokens, every request needs one instead (and the page's cookie is SameSite=Strict)
         app.state.tokens = ["a-long-enough-token"]

@@ -192,6 +192,7 @@ async def grade(
     The plain synchronous case usually does not get here: `GradeShortcut` (shortcut.py) answers it
     with the functions below."""
     await one_file_only(request, "one student's .py or zip; a class goes to /api/v1/batches")
+    target = _callback_url(callback_url, ctx)  # before a zip is opened (and kept)
     filename = safe_filename(file.filename, ctx.grader.assignment.rubric.filename)
     content = await file.read()
     origin = filename
@@ -203,7 +204,6 @@ async def grade(
             "corrupt).", kind="unreadable-upload",
         )
     check_source(content, filename)
-    target = _callback_url(callback_url, ctx)
     new = new_single(student, filename, content, origin=origin)
 
     if target is not None:
@@ -256,6 +256,7 @@ def _one_student_zip(ctx: ServiceContext, content: bytes, filename: str) -> tupl
         if found.source is None or found.status != "ok":
             reason = found.detail or found.status.replace("_", " ")
             raise ProblemError(422, f"Nothing to grade in {filename!r}: {reason}.", kind="nothing-to-grade")
+        check_source(found.source, filename)
         origin = _client_path(found.origin, upload.path, filename)
         upload.keep()
     return found.source, origin

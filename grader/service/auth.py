@@ -116,9 +116,10 @@ class LocalOnly:
 
     A request whose Host names anything but `localhost`, a loopback address or the name the service
     was told to listen on gets 403: a page of another site whose name was made to resolve to
-    127.0.0.1 (DNS rebinding) could otherwise read results. A request with an Origin that is not
-    such a name gets 403 too: any page could otherwise post work to it (its browser sends the Origin
-    with every cross-site POST). Requests without either header (curl, an LMS's client) pass. Does
+    127.0.0.1 (DNS rebinding) could otherwise read results. A request with an Origin other than the
+    address it was sent to (name and port, as in the Host) gets 403 too: any page, even one served
+    from another port of this machine, could otherwise post work to it (a browser sends the Origin
+    with every cross-origin POST). Requests without either header (curl, an LMS's client) pass. Does
     nothing while tokens are set: then every request needs one, and the web page's cookie is
     SameSite=Strict."""
 
@@ -130,25 +131,26 @@ class LocalOnly:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not self.tokens():
             connection = HTTPConnection(scope)
-            refusal = self.refusal(connection.headers.get("host"), connection.headers.get("origin"))
+            refusal = self.refusal(connection.headers.get("host"), connection.headers.get("origin"), scope["scheme"])
             if refusal is not None:
                 await error_response(refusal, connection.url.path)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
-    def refusal(self, host: str | None, origin: str | None) -> ProblemError | None:
-        if host is not None and not self.is_local(_hostname(f"//{host}")):
+    def refusal(self, host: str | None, origin: str | None, scheme: str = "http") -> ProblemError | None:
+        if host is not None and not self.is_local(_host_and_port(f"//{host}", scheme)[0]):
             return ProblemError(
                 403,
                 "This service runs without API tokens, so it answers only requests addressed to this machine "
                 "(localhost or a loopback address); set GRADER_API_TOKENS to serve it under another name.",
                 kind="not-local",
             )
-        if origin is not None and not self.is_local(_hostname(origin)):  # "null" as well (a sandboxed page)
+        # "null" (a sandboxed page) is no address either
+        if origin is not None and (host is None or _host_and_port(origin) != _host_and_port(f"//{host}", scheme)):
             return ProblemError(
                 403,
-                "This service runs without API tokens, so it does not answer requests a web page of another "
-                "site sends; set GRADER_API_TOKENS to let other pages use it.",
+                "This service runs without API tokens, so it does not answer requests that a web page of another "
+                "site, or of another port, sends; set GRADER_API_TOKENS to let other pages use it.",
                 kind="not-local",
             )
         return None
@@ -164,8 +166,15 @@ class LocalOnly:
             return False
 
 
-def _hostname(url: str) -> str | None:
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _host_and_port(url: str, scheme: str | None = None) -> tuple[str | None, int | None]:
+    """(host name, port) of a URL or `//host:port`, the scheme's port when it names none; (None, None)
+    when it is not one ("[::1", a port that is not a number, "null")."""
     try:
-        return urlsplit(url).hostname
-    except ValueError:  # "[::1" and the like
-        return None
+        parts = urlsplit(url)
+        port = parts.port or _DEFAULT_PORTS.get(scheme or parts.scheme)
+    except ValueError:
+        return None, None
+    return (parts.hostname or None), port
