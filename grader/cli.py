@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -33,7 +34,17 @@ class Interrupted(click.ClickException):
     exit_code = 130
 
     def show(self, file: IO[Any] | None = None) -> None:
-        click.echo(self.message, err=True)
+        _note(self.message)
+
+
+def _note(message: str) -> None:
+    """A line for the person at the terminal, on standard error. Once nobody reads it any more (`2>&1 |
+    head` closed the pipe), it and every later one are dropped: the files a command writes after its
+    notes must not be lost to them."""
+    try:
+        click.echo(message, err=True)
+    except BrokenPipeError:
+        sys.stderr = open(os.devnull, "w")  # the rest of this run's notes go nowhere
 
 
 def _settings() -> Settings:
@@ -133,12 +144,12 @@ def grade(paths: tuple[Path, ...], output_format: str, assignment_dir: Path | No
     intake = _read_intake(paths, rubric.filename, layout)
     single_file = len(paths) == 1 and intake.layout == "files"
     if not single_file:
-        click.echo(f"layout: {intake.layout} ({len(intake.submissions)} students)", err=True)
+        _note(f"layout: {intake.layout} ({len(intake.submissions)} students)")
     for warning in intake.warnings:
-        click.echo(f"warning: {warning}", err=True)
+        _note(f"warning: {warning}")
     mismatch = other_lms_warning(intake.layout, export_format) if export_format is not None else None
     if mismatch is not None:
-        click.echo(f"warning: {mismatch}", err=True)
+        _note(f"warning: {mismatch}")
     started = time.monotonic()
     try:
         with _make_grader(assignment, workers, insecure) as grader:
@@ -149,8 +160,8 @@ def grade(paths: tuple[Path, ...], output_format: str, assignment_dir: Path | No
     except KeyboardInterrupt:
         raise Interrupted("interrupted while grading: nothing was written") from None
     if not single_file:
-        click.echo(f"graded in {graded:.2f} s by {processes} sandbox processes "
-                   f"(starting them took {ready - started:.2f} s)", err=True)
+        _note(f"graded in {graded:.2f} s by {processes} sandbox processes "
+              f"(starting them took {ready - started:.2f} s)")
     name = assignment_name or intake.assignment or rubric.title
     # the files the TA asked for first: a closed standard output (`| head`) must not lose them
     try:
@@ -162,21 +173,24 @@ def grade(paths: tuple[Path, ...], output_format: str, assignment_dir: Path | No
                           "the others were not written (a feedback folder may hold only some students)") from None
     problems = [(p.number, p.title, p.max_score) for p in rubric.problems]
     one = results[0] if len(results) == 1 else None
-    if output_format == "json":
-        if single_file and one is not None and one.report is not None:
-            payload: object = one.report.model_dump(mode="json")
+    try:
+        if output_format == "json":
+            if single_file and one is not None and one.report is not None:
+                payload: object = one.report.model_dump(mode="json")
+            else:
+                payload = {"layout": intake.layout, "assignment": intake.assignment,
+                           "submissions": [r.as_json() for r in results]}
+            click.echo(json.dumps(payload, indent=2))
+            if _interactive() and one is None:
+                _note(class_summary(results, problems))
+        elif one is not None and one.report is not None:
+            click.echo(submission_text(one.report, title=one.key))
         else:
-            payload = {"layout": intake.layout, "assignment": intake.assignment,
-                       "submissions": [r.as_json() for r in results]}
-        click.echo(json.dumps(payload, indent=2))
-        if _interactive() and one is None:
-            click.echo(class_summary(results, problems), err=True)
-    elif one is not None and one.report is not None:
-        click.echo(submission_text(one.report, title=one.key))
-    else:
-        click.echo(results_table(results, [n for n, _, _ in problems]))
-        click.echo("")
-        click.echo(class_summary(results, problems))
+            click.echo(results_table(results, [n for n, _, _ in problems]))
+            click.echo("")
+            click.echo(class_summary(results, problems))
+    except BrokenPipeError:  # the reader had enough (`| head`): the files are written, grading ran
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor fail flushing at exit
 
 
 def _export_target(export_format: str | None, export_path: Path | None) -> Path | None:
@@ -243,11 +257,11 @@ def _write_exports(results: list[StudentResult], rubric: Rubric, assignment_name
         if feedback_path is not None:
             before = {p.name for p in feedback_path.glob("*.md")} if feedback_path.is_dir() else set()
             count = write_feedback(results, feedback_path, title=f"Feedback: {assignment_name}")
-            click.echo(f"wrote {count} feedback files to {feedback_path}", err=True)
+            _note(f"wrote {count} feedback files to {feedback_path}")
             stale = sorted(before - set(feedback_names(results)))
             if stale:  # a TA zipping the folder for the students would send these too
-                click.echo(f"warning: {feedback_path} also holds {len(stale)} feedback file(s) this run did not "
-                           f"write (an earlier run's?): {', '.join(stale[:5])}", err=True)
+                _note(f"warning: {feedback_path} also holds {len(stale)} feedback file(s) this run did not "
+                      f"write (an earlier run's?): {', '.join(stale[:5])}")
     except OSError as error:
         raise UserError(f"cannot write {error.filename}: {error.strerror}") from error
 
@@ -259,7 +273,7 @@ def _write_text(path: Path, text: str) -> None:
     from grader.export.feedback import write_atomically
 
     write_atomically(path, text.encode("utf-8"))  # the CSV's own CRLF row endings, whole or not at all
-    click.echo(f"wrote {path}", err=True)
+    _note(f"wrote {path}")
 
 
 @main.command()
@@ -336,8 +350,7 @@ def similarity(paths: tuple[Path, ...], threshold: float, min_tokens: int, start
     intake = _read_intake(paths, assignment.rubric.filename, layout)
     starter_path = None if no_starter else (starter or default_starter())
     if starter_path is None and not no_starter:
-        click.echo("warning: no starter code found; pass --starter FILE so shared starter code is not flagged",
-                   err=True)
+        _note("warning: no starter code found; pass --starter FILE so shared starter code is not flagged")
     sources = {s.key: s.source for s in intake.submissions if s.source is not None}
     report = find_similar(sources, starter=starter_path.read_bytes() if starter_path else None,
                           threshold=threshold, min_tokens=min_tokens,

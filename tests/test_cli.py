@@ -111,6 +111,21 @@ def test_outputs_are_written_even_when_standard_output_closes_early(tmp_path: Pa
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
 
 
+def test_outputs_are_written_when_both_streams_go_to_a_pipe_closed_early(tmp_path: Path) -> None:
+    """`grader grade ... 2>&1 | head -1`: the notes on standard error (the layout, "wrote ...") hit the
+    closed pipe before the files were written, and lost every one of them, silently."""
+    out = tmp_path / "out"
+    process = cli_process("grade", str(EXAMPLES / "correct.py"), str(EXAMPLES / "grad_b_keepdims.py"),
+                          "--csv", str(out / "grades.csv"), "--export", "blackboard", "--output", str(out / "bb.csv"),
+                          "--feedback", str(out / "feedback"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert process.stdout is not None
+    assert process.stdout.readline().startswith("layout:")
+    process.stdout.close()  # head -1 has its line
+    assert process.wait(120) == 0
+    assert "grad_b_keepdims" in (out / "grades.csv").read_text() and "grad_b_keepdims" in (out / "bb.csv").read_text()
+    assert sorted(p.name for p in (out / "feedback").iterdir()) == ["correct.md", "grad_b_keepdims.md"]
+
+
 def test_ctrl_c_stops_with_one_line_and_writes_nothing(tmp_path: Path) -> None:
     """Ctrl-C reaches the whole process group, the sandbox processes too: one sentence and status 130,
     no traceback from them, and no half-written gradebook."""
