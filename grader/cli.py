@@ -144,7 +144,8 @@ def grade(paths: tuple[Path, ...], output_format: str, assignment_dir: Path | No
     intake = _read_intake(paths, rubric.filename, layout)
     single_file = len(paths) == 1 and intake.layout == "files"
     if not single_file:
-        _note(f"layout: {intake.layout} ({len(intake.submissions)} students)")
+        count = len(intake.submissions)
+        _note(f"layout: {intake.layout} ({count} student{'' if count == 1 else 's'})")
     for warning in intake.warnings:
         _note(f"warning: {warning}")
     mismatch = other_lms_warning(intake.layout, export_format) if export_format is not None else None

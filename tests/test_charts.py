@@ -11,13 +11,15 @@ def bar_tooltips(svg: str) -> list[str]:
     return re.findall(r"<rect [^>]*><title>([^<]*)</title>", svg)
 
 
-def test_histogram_counts_each_range_and_closes_the_last() -> None:
+def test_histogram_counts_each_range_and_full_marks_apart() -> None:
     svg = score_histogram([0, 0.5, 7, 9.5, 10, 10], 10)
     tooltips = bar_tooltips(svg)
-    assert len(tooltips) == 10
-    assert tooltips[0] == "2 scored 0 to 1"
-    assert tooltips[7] == "1 scored 7 to 8"
-    assert tooltips[9] == "3 scored 9 to 10"  # 9.5, and both 10s in the closed last range
+    assert len(tooltips) == 11
+    assert tooltips[0] == "2 scored 0 to under 1"
+    assert tooltips[7] == "1 scored 7 to under 8"
+    assert tooltips[9] == "1 scored 9 to under 10"
+    assert tooltips[10] == "2 scored full marks (10)"  # a bar of their own, as the command line counts them
+    assert re.findall(r'class="tick" text-anchor="middle">([^<]*)<', svg)[-2:] == ["9", "10"]
     assert 'role="img"' in svg and "Score distribution of 6 graded submissions" in svg
     assert "http" not in svg.replace('xmlns="http://www.w3.org/2000/svg"', "")
 

@@ -59,7 +59,9 @@ def test_symbolic_link_entries_are_never_followed(tmp_path: Path) -> None:
     path = write_zip(tmp_path / "s.zip", {"hw5/readme.txt": "hi"}, symlinks={"hw5/layers.py": "/etc/passwd"})
     intake = read_inputs([path])
     [submission] = intake.submissions
-    assert submission.source is None and submission.status == "not_found"
+    # not read, but said: the file to grade was a link (once, "not found" hid why)
+    assert submission.source is None and submission.status == "unreadable"
+    assert submission.detail == "s.zip:hw5/layers.py was not read: it is a symbolic link"
     assert any("symbolic link" in w for w in intake.warnings)
     with SafeArchive(path, name="s.zip") as archive:
         assert [e.path for e in archive.entries] == ["hw5/readme.txt"]
@@ -75,10 +77,28 @@ def test_symbolic_links_in_a_folder_are_never_followed(tmp_path: Path) -> None:
     (root / "carol").symlink_to("/etc", target_is_directory=True)
     intake = read_inputs([root])
     students = {s.key: s for s in intake.submissions}
-    assert students["alice"].source is None and students["alice"].status == "no_files"
+    assert students["alice"].source is None and students["alice"].status == "unreadable"
+    assert "symbolic link" in (students["alice"].detail or "")
     assert students["bob"].source == CORRECT
     assert "carol" not in students
     assert sum("symbolic link" in w for w in intake.warnings) == 2
+
+
+def test_a_student_whose_only_file_is_a_link_is_still_in_the_results(tmp_path: Path) -> None:
+    """In a class zip and in a Canvas download: a student whose one entry was a link (skipped, never
+    read) is a row saying so, not missing from the roster and every export."""
+    link = {"symonly/layers.py": "/etc/passwd"}
+    students = write_zip(tmp_path / "class.zip", {"ada/layers.py": CORRECT}, symlinks=link)
+    canvas = write_zip(tmp_path / "submissions.zip", {"alpha_200001_1_layers.py": CORRECT},
+                       symlinks={"delta_200004_4_layers.py": "/etc/passwd"})
+    for path, key in ((students, "symonly"), (canvas, "200004")):
+        rows = {s.key: s for s in read_inputs([path]).submissions}
+        assert len(rows) == 2 and rows[key].source is None, path
+        assert rows[key].status == "unreadable" and "symbolic link" in (rows[key].detail or "")
+    # a link loses to a real file, even one deeper down
+    both = write_zip(tmp_path / "both.zip", {"ada/src/deep/layers.py": CORRECT}, symlinks={"ada/layers.py": "/x"})
+    [ada] = read_inputs([both]).submissions
+    assert ada.source == CORRECT
 
 
 def test_a_zip_bomb_by_total_size_is_refused_before_expanding(tmp_path: Path) -> None:

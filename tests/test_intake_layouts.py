@@ -109,7 +109,9 @@ def test_a_misnamed_file_is_still_graded_with_a_note(tmp_path: Path, name: str) 
     [submission] = read_inputs([path]).submissions
     assert submission.status == "ok"
     assert submission.source == CORRECT
-    if name != "Layers.py":
+    if name == "Layers.py":  # the same name in another case: graded, with a note of its own
+        assert "hw5/Layers.py is named layers.py in the assignment; graded it" in submission.warnings
+    else:
         assert any(f"graded hw5/{name} instead" in w for w in submission.warnings)
 
 
@@ -250,6 +252,9 @@ def test_a_canvas_download(tmp_path: Path) -> None:
     assert (students["23456"].late, students["23456"].source) == (True, KEEPDIMS)
     assert (students["34567"].late, students["34567"].source) == (True, NO_MASK)
     assert students["45678"].source == CORRECT  # the later upload (higher file id) of layers.py
+    # the note names the uploads as Canvas named them, not "layers.py" twice
+    assert ("found 2 copies of layers.py (kimcho_45678_555_layers-1.py, kimcho_45678_444_layers.py); graded "
+            "kimcho_45678_555_layers-1.py") in students["45678"].warnings
     assert students["56789"].status == "not_found" and "report.pdf" in students["56789"].detail
 
 

@@ -72,7 +72,7 @@ def results_table(results: Sequence[StudentResult], problem_numbers: Sequence[in
 def class_summary(results: Sequence[StudentResult], problems: Sequence[tuple[int, str, float]]) -> str:
     """Per-problem means, the score distribution, and who hit a limit or had nothing to grade."""
     graded = [r for r in results if r.report is not None]
-    lines = [f"{len(graded)} of {len(results)} students graded"]
+    lines = [f"{len(graded)} of {len(results)} student{'' if len(results) == 1 else 's'} graded"]
     if graded:
         scores = [r.report.score for r in graded if r.report is not None]
         max_score = graded[0].max_score

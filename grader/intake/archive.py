@@ -126,6 +126,8 @@ class SafeArchive:
         self.budget = budget or Budget(self.limits.max_total_bytes)
         self.warnings: list[str] = []
         self.directories: set[str] = set()
+        # (path, why) of entries never read but named safely: they still say whose they were
+        self.skipped: list[tuple[str, str]] = []
         if depth > self.limits.max_depth:
             raise ArchiveError(f"{name} is nested more than {self.limits.max_depth} archives deep; not read")
         archive_size = len(source) if isinstance(source, bytes) else _file_size(source)
@@ -180,6 +182,9 @@ class SafeArchive:
             if stat.S_ISLNK(mode):
                 # never followed and never created: a link's target is just bytes we do not look at
                 self.warnings.append(f"{self.name}: skipped entry {path!r}: it is a symbolic link")
+                if path:
+                    self.skipped.append((path, "it is a symbolic link"))
+                    self._add_parents(path)
                 continue
             if info.is_dir():
                 if path:
@@ -190,11 +195,14 @@ class SafeArchive:
             if path in entries:
                 self.warnings.append(f"{self.name}: {path!r} appears twice; the later entry is used")
             entries[path] = ArchiveEntry(path=path, size=info.file_size, compressed=info.compress_size, info=info)
-            parent = path.rpartition("/")[0]
-            while parent:
-                self.directories.add(parent)
-                parent = parent.rpartition("/")[0]
+            self._add_parents(path)
         return list(entries.values())
+
+    def _add_parents(self, path: str) -> None:
+        parent = path.rpartition("/")[0]
+        while parent:
+            self.directories.add(parent)
+            parent = parent.rpartition("/")[0]
 
     def read(self, entry: ArchiveEntry, *, limit: int | None = None) -> bytes:
         """The entry's bytes, after its declared size and ratio pass the limits and the budget allows them."""

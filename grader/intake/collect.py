@@ -331,8 +331,10 @@ class _Reader:
         ranked = sorted(candidates, key=self.rank)
         path, item = ranked[0]
         if len(ranked) > 1:
-            notes.append(f"found {len(ranked)} copies of {self.filename} ({listing([p for p, _ in ranked])}); "
-                         f"graded {path}")
+            names = [p for p, _ in ranked]
+            if len(set(names)) < len(names):  # an LMS's uploads, all named alike: say them as uploaded
+                names = [i.path for _, i in ranked]
+            notes.append(f"found {len(ranked)} copies of {self.filename} ({listing(names)}); graded {names[0]}")
         notes.extend(f"also: {p}" for p in problems)
         if item.size > MAX_SOURCE_BYTES:
             return _Found(TOO_LARGE, detail=_too_large(path, item.size), origin=item.origin, notes=notes)
@@ -347,11 +349,12 @@ class _Reader:
     ) -> tuple[list[tuple[str, Item]], list[tuple[str, Item]], list[str], list[str]]:
         """Files named like the target (here, else inside the zips here), every file seen, problems, notes."""
         exact = [(p, i) for p, i in files if p.rpartition("/")[2] == self.filename]
-        if not exact:
-            exact = [(p, i) for p, i in files if p.rpartition("/")[2].lower() == self.filename.lower()]
         seen = list(files)
         if exact:
             return exact, seen, [], []
+        other_case = [(p, i) for p, i in files if p.rpartition("/")[2].lower() == self.filename.lower()]
+        if other_case:  # graded all the same; the note, because an import of `layers` would not find it
+            return other_case, seen, [], [f"{other_case[0][0]} is named {self.filename} in the assignment; graded it"]
         found: list[tuple[str, Item]] = []
         problems: list[str] = []
         notes: list[str] = []
@@ -372,10 +375,10 @@ class _Reader:
             notes += more_notes
         return found, seen, problems, notes
 
-    def rank(self, candidate: tuple[str, Item]) -> tuple[int, int]:
+    def rank(self, candidate: tuple[str, Item]) -> tuple[int, int, int]:
         parts = candidate[0].split("/")
         preferred = len(parts) > 1 and parts[-2] == PREFERRED_FOLDER
-        return (0 if preferred else 1, len(parts))
+        return (1 if candidate[1].refused else 0, 0 if preferred else 1, len(parts))
 
 
 def _is_unit_file(path: str, filename: str) -> bool:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 from grader.intake.archive import ArchiveEntry, ArchiveError, ArchiveLimits, Budget, SafeArchive, is_zip
 
@@ -89,6 +90,7 @@ class Item:
     origin: str
     reader: Callable[[int | None], bytes] = field(repr=False)
     opener: Callable[[], Container] = field(repr=False)
+    refused: str | None = None  # why it is never read (a symbolic link): it still names whose it was
 
     @property
     def name(self) -> str:
@@ -119,7 +121,7 @@ class Container:
     def under(self, folder: str) -> Container:
         """The part of this container inside `folder`, with paths relative to it."""
         prefix = folder + "/"
-        items = [Item(i.path[len(prefix):], i.size, i.origin, i.reader, i.opener)
+        items = [Item(i.path[len(prefix):], i.size, i.origin, i.reader, i.opener, i.refused)
                  for i in self.items if i.path.startswith(prefix)]
         directories = {d[len(prefix):] for d in self.directories if d.startswith(prefix)}
         return Container(items, directories)
@@ -127,8 +129,18 @@ class Container:
 
 def zip_container(archive: SafeArchive, context: Context) -> Container:
     items = [_zip_item(archive, entry, context) for entry in archive.entries if not is_junk(entry.path)]
+    items += [refused_item(path, f"{archive.name}:{path}", why) for path, why in archive.skipped if not is_junk(path)]
     directories = {d for d in archive.directories if not is_junk(d + "/x")}
     return Container(items, directories, list(archive.warnings))
+
+
+def refused_item(path: str, origin: str, why: str) -> Item:
+    """An entry that is never read (a symbolic link), kept so that a student whose only file it was
+    still appears, as unreadable, with the reason: reading or opening it fails with that reason."""
+    def refuse(_limit: int | None = None) -> NoReturn:
+        raise ArchiveError(f"{origin} was not read: {why}")
+
+    return Item(path, 0, origin, refuse, refuse, refused=why)
 
 
 def _zip_item(archive: SafeArchive, entry: ArchiveEntry, context: Context) -> Item:
@@ -172,6 +184,8 @@ def folder_container(root: Path, context: Context) -> Container:
                 continue
             if stat.S_ISLNK(info.st_mode):
                 warnings.append(f"skipped {full}: it is a symbolic link")
+                if not is_junk(rel):
+                    items.append(refused_item(rel, str(full), "it is a symbolic link"))
                 continue
             if not stat.S_ISREG(info.st_mode) or is_junk(rel):
                 continue

@@ -6,6 +6,7 @@ import io
 from pathlib import Path as FilePath
 from pathlib import PurePath
 from typing import Annotated, Any, Literal
+from urllib.parse import urlencode
 
 import httpx
 import orjson
@@ -108,7 +109,7 @@ def metrics(ctx: Service) -> Response:
     return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def _local_path(target: str) -> str:
+def local_path(target: str) -> str:
     # Only paths on this site: "//host" and "/\host" would send the browser elsewhere.
     if not target.startswith("/") or target.startswith("//") or target.startswith("/\\"):
         return "/"
@@ -132,9 +133,10 @@ def login(
     tokens: list[str] = request.app.state.tokens
     if tokens and not token_is_valid(token, tokens):
         if "text/html" in request.headers.get("accept", ""):
-            return RedirectResponse("/login?error=invalid", status_code=303)  # the page's form, shown again
+            again = urlencode({"error": "invalid", "next": local_path(next_url)})
+            return RedirectResponse(f"/login?{again}", status_code=303)  # the page's form, shown again
         raise ProblemError(401, "The API token is not valid.", kind="unauthorized")
-    response = RedirectResponse(_local_path(next_url), status_code=303)
+    response = RedirectResponse(local_path(next_url), status_code=303)
     if tokens:
         response.set_cookie(
             COOKIE_NAME, session_value(token), httponly=True, samesite="strict", secure=request.url.scheme == "https",

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from html import escape
 
+from grader.export.text import score_histogram as text_histogram
+
 WIDTH = 420
 HEIGHT = 180
 MARGIN_LEFT = 36
@@ -14,19 +16,19 @@ BAR_GAP = 4
 
 
 def score_histogram(scores: Sequence[float], max_score: float, *, bins: int = 10) -> str:
-    """Counts of totals in `bins` equal ranges from 0 to max_score, the last range closed."""
-    counts = [0] * bins
-    for score in scores:
-        index = int(score / max_score * bins) if max_score > 0 else 0
-        counts[min(max(index, 0), bins - 1)] += 1
-    edges = [max_score * i / bins for i in range(bins + 1)]
-    labels = [f"{edge:g}" for edge in edges[:-1]]
+    """Counts of totals in `bins` equal ranges from 0 up to max_score, and full marks in a bar of their
+    own (the most common score), counted as the command line's summary counts them."""
+    counts = list(text_histogram(scores, max_score, bins).values())
+    width = max_score / bins if max_score > 0 else 1.0
+    starts = [width * i for i in range(bins)]
+    tooltips = [f"{counts[i]} scored {start:g} to under {start + width:g}" for i, start in enumerate(starts)]
+    tooltips.append(f"{counts[-1]} scored full marks ({max_score:g})")
     tops = max(counts) or 1
     return _bar_chart(
         [c / tops for c in counts],
-        labels,
+        [f"{start:g}" for start in starts] + [f"{max_score:g}"],
         shown=[str(c) if c else "" for c in counts],
-        tooltips=[f"{count} scored {edges[i]:g} to {edges[i + 1]:g}" for i, count in enumerate(counts)],
+        tooltips=tooltips,
         title=f"Score distribution of {len(scores)} graded submissions",
         axis_label=str(tops),
     )

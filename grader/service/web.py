@@ -10,16 +10,17 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 import grader
 from grader.engine.policy import decode_python_source
 from grader.export.gradebook import other_lms_warning
-from grader.service.api import batch_similarity
+from grader.service.api import batch_similarity, local_path
 from grader.service.auth import credentials_valid
 from grader.service.charts import problem_means, score_histogram
 from grader.service.context import ServiceContext
@@ -67,10 +68,12 @@ def service(request: Request) -> ServiceContext:
 def render(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     grader_ = service(request).grader
     layers = grader_.layers
+    tokens: list[str] = request.app.state.tokens
     context.update(
         version=grader.__version__,
         assignment_title=grader_.assignment.rubric.title,
         layers_summary=", ".join(name for name, on in layers.items() if on) or "none",
+        signed_in=bool(tokens) and bool(credentials_valid(request, tokens)),
     )
     return templates.TemplateResponse(request, template, context, status_code=status_code)
 
@@ -107,6 +110,7 @@ def student_row(submission: Submission, problem_numbers: list[int]) -> StudentRo
     status_text = STATE_TEXT.get(submission.state, submission.state)
     if submission.state == "skipped":
         status_text = submission.detail or status_text
+        flags.append(submission.intake_status.replace("_", " "))  # unreadable, not found, too large, no files
     return StudentRow(
         student=submission.student,
         name=submission.name,
@@ -141,7 +145,8 @@ def results_context(request: Request, batch: Batch) -> dict[str, Any]:
         "rows": rows,
         "columns": columns,
         "graded_count": len(graded),
-        "flagged_count": sum(1 for r in rows if r.flags and r.flags != ["late"]),
+        # a late student, or one who sent nothing, stands out in the table but needs no look at their work
+        "flagged_count": sum(1 for r in rows if set(r.flags) - {"late", "no files"}),
         "mean_score": sum(scores) / len(scores) if scores else 0.0,
         "max_score": rubric.max_score,
         "histogram_svg": score_histogram(scores, rubric.max_score) if scores else "",
@@ -166,12 +171,15 @@ def batch_summary(batch: Batch, progress: repository.Progress) -> dict[str, Any]
 
 
 @router.get("/login", response_class=HTMLResponse)
-def login_page(request: Request, error: str | None = None) -> Response:
-    """The sign-in form; it posts to the service's `POST /login`, which sets the cookie."""
+def login_page(request: Request, error: str | None = None, next_url: Annotated[str, Query(alias="next")] = "/"
+               ) -> Response:
+    """The sign-in form; it posts to the service's `POST /login`, which sets the cookie, then goes on
+    to `next` (the page that asked for it)."""
     if not request.app.state.tokens:
         return RedirectResponse("/", status_code=303)
     message = "That token is not valid." if error else None
-    return render(request, "login.html", status_code=401 if error else 200, error=message)
+    return render(request, "login.html", status_code=401 if error else 200, error=message,
+                  next_path=local_path(next_url))
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -228,6 +236,12 @@ def submission_page(request: Request, submission_id: int) -> Response:
             "batch_id": submission.batch_id,
             "sha256": submission.source_sha256 or "",
             "state": submission.state,
+            # what intake found: the attempt graded, the late mark, which file and why (several
+            # attempts, another name, entries skipped), as the API's `warnings` of the batch row say
+            "attempt": submission.attempt,
+            "late": submission.late,
+            "origin": submission.origin,
+            "intake_notes": list(submission.warnings or []),
         }
     if result is None:
         return render(request, "pending.html", sub=sub)
@@ -268,7 +282,8 @@ def install_web(app: Any) -> None:
     app.include_router(router)
 
     async def to_login(request: Request, exc: Exception) -> Response:
-        return RedirectResponse("/login", status_code=303)
+        here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/login?{urlencode({'next': here})}", status_code=303)
 
     app.add_exception_handler(LoginRequired, to_login)
 
