@@ -99,6 +99,7 @@ def _make_grader(assignment, workers: int | None, insecure: bool):
 def main() -> None:
     """Grade numpy homework in a sandbox: per-problem scores with feedback students can act on."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # import-time chatter, not news
 
 
 LAYOUT_CHOICES = ["auto", "files", "student", "students", "blackboard", "canvas"]
@@ -418,7 +419,8 @@ def serve(host: str, port: int) -> None:
 @click.option("--insecure-no-sandbox", "insecure", is_flag=True,
               help="DANGEROUS: grade even where student code cannot be cut off from the network.")
 @click.option("--heartbeat-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="File touched every few seconds while the worker runs (default /tmp/grader-worker.heartbeat).")
+              help="File touched every few seconds while the worker runs and reaches Redis "
+                   "(default /tmp/grader-worker.heartbeat).")
 @click.option("--check", is_flag=True,
               help="Do not grade: exit 0 if a worker here touched its heartbeat file in the last minute (healthcheck).")
 def worker(workers: int | None, insecure: bool, heartbeat_file: Path | None, check: bool) -> None:
@@ -436,8 +438,9 @@ def worker(workers: int | None, insecure: bool, heartbeat_file: Path | None, che
 
 def _run_worker(sandboxes: int | None, insecure: bool, heartbeat: Path) -> None:
     from grader.queue.broker import QueueConfig
-    from grader.queue.worker import QueueWorker
+    from grader.queue.worker import QueueWorker, quiet_broker_outages
     from grader.sandbox.isolation import SandboxUnavailable
+    from grader.store.database import DatabaseError
 
     settings = _settings()
     if not settings.queue_url:
@@ -450,11 +453,12 @@ def _run_worker(sandboxes: int | None, insecure: bool, heartbeat: Path) -> None:
             settings.data_dir)
     if insecure:
         settings = settings.model_copy(update={"insecure_no_sandbox": True})
+    quiet_broker_outages()
     queue_worker = QueueWorker(settings, QueueConfig.from_settings(settings), sandboxes=sandboxes,
                                heartbeat_file=heartbeat)
     try:
         queue_worker.run_forever()
-    except SandboxUnavailable as error:
+    except (SandboxUnavailable, DatabaseError) as error:
         raise click.ClickException(str(error)) from error
 
 

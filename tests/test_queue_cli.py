@@ -3,7 +3,9 @@ that tells a live worker from a dead one, and URLs logged without their password
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +15,9 @@ from click.testing import CliRunner
 
 from grader.cli import main
 from grader.queue.broker import QueueConfig, safe_redis_url
+from grader.queue.worker import _BrokerOutageNoise
 from grader.settings import Settings, get_settings
+from tests.queue_support import grader_env, start_grader, wait_for
 
 
 @pytest.fixture
@@ -61,3 +65,35 @@ def test_queue_config_comes_from_the_settings() -> None:
     assert (config.url, config.namespace, config.heartbeat_timeout) == ("redis://q:6379/1", "course-a", 7)
     with pytest.raises(ValueError, match="GRADER_QUEUE_URL"):
         QueueConfig.from_settings(Settings(queue_url=None))
+
+
+def test_dramatiqs_outage_chatter_is_left_out_of_the_log() -> None:
+    """Each consumer thread reports a Redis outage at CRITICAL every few seconds; the worker says it once."""
+    noise = _BrokerOutageNoise()
+
+    def record(name: str, level: int, message: str) -> logging.LogRecord:
+        return logging.LogRecord(name, level, __file__, 1, message, None, None)
+
+    thread = "dramatiq.worker.ConsumerThread(grader.single)"
+    assert not noise.filter(record(thread, logging.CRITICAL, "Consumer encountered a connection error: refused"))
+    assert not noise.filter(record(thread, logging.INFO, "Restarting consumer in 3.00 seconds."))
+    assert noise.filter(record(thread, logging.CRITICAL, "Consumer encountered an unexpected error."))
+    assert noise.filter(record("grader.queue.worker", logging.WARNING, "Redis at redis://q is unavailable"))
+
+
+def test_a_worker_stopped_while_it_waits_for_the_database_stops_quietly(tmp_path: Path) -> None:
+    env = grader_env(GRADER_QUEUE_URL="redis://127.0.0.1:1/0", GRADER_DATABASE_URL="postgresql://postgres@127.0.0.1:1/x",
+                     GRADER_DATA_DIR=str(tmp_path))
+    log = tmp_path / "worker.log"
+    process = start_grader(["worker", "--heartbeat-file", str(tmp_path / "beat")], env, log)
+    try:
+        wait_for(lambda: "retrying in" in log.read_text(), 60, "the worker to wait for the database")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    text = log.read_text()
+    assert "Traceback" not in text and "stopped while waiting for the database" in text
+    assert "alembic" not in text  # no import-time chatter from the migrations library either
+    assert not (tmp_path / "beat").exists()  # it never beat: it never could take work

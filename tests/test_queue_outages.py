@@ -94,15 +94,21 @@ def test_redis_killed_and_restarted_empty_mid_batch(tmp_path: Path, grader: Grad
         assert queue.flush(10)
         with running_worker(settings, config, grader, tmp_path):
             wait_for(lambda: len(_final_records(database, batch_id)) >= 5, 30, "the first submissions to be graded")
+            wait_for((tmp_path / "beat").exists, 10, "the worker's first heartbeat")
             server.kill()
             for item in rest:  # accepted while Redis is down: they wait in the service
                 queue.submit(item)
             time.sleep(1.5)
             assert queue.depth() >= len(rest)
+            # the worker's healthcheck fails while it cannot take work (its beat stops)
+            beat = (tmp_path / "beat").stat().st_mtime
+            time.sleep(1.5)
+            assert (tmp_path / "beat").stat().st_mtime == beat
             server.start()  # back, and empty
             records = wait_for(lambda: (r := _final_records(database, batch_id)) and len(r) == len(expected) and r,
                                90, "every submission to be graded after the Redis restart", interval=0.2)
         assert records == {s: [v] for s, v in expected.items()}
+        assert (tmp_path / "beat").stat().st_mtime > beat  # beating again
         messages = caplog.text
         assert f"Redis at {server.url} is unavailable" in messages
         assert "came back without its queue" in messages

@@ -20,7 +20,6 @@ from types import FrameType
 import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from grader.engine.assignment import load_assignment
 from grader.engine.grading import Grader
@@ -38,7 +37,7 @@ from grader.queue.broker import (
 )
 from grader.service.jobs import GradeWork, GradingJobs, Outcome
 from grader.settings import Settings
-from grader.store.database import Database, DatabaseError, open_database, safe_url
+from grader.store.database import Database, DatabaseError, database_unavailable, one_line, open_database, safe_url
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +51,6 @@ SUMMARY_INTERVAL = 30.0
 THREADS_PER_SANDBOX = 2
 PREFETCH_PER_THREAD = 4  # messages a worker holds per grading thread; all of them are requeued if it dies
 WORKER_POLL_MS = 200  # longest pause of an idle consumer between looks at the queue
-
-
-def database_unavailable(error: BaseException) -> bool:
-    """Errors that mean "the database is not reachable right now", as opposed to a bug or bad data."""
-    if isinstance(error, (OperationalError, InterfaceError)):
-        return True
-    return isinstance(error, DBAPIError) and bool(error.connection_invalidated)
-
-
-def one_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}"
 
 
 class QueueWorker:
@@ -156,6 +143,10 @@ class QueueWorker:
         try:
             self.start()
             self.maintain_until_stopped()
+        except DatabaseError:
+            if not self.stopping.is_set():
+                raise
+            log.info("worker %s stopped while waiting for the database", os.getpid())  # no traceback: asked to
         finally:
             self.stop()
             for restored, handler in previous.items():
@@ -179,7 +170,8 @@ class QueueWorker:
                     redis_down_since = time.monotonic()
                 log.warning("Redis at %s is unavailable (%s); graded results are still recorded, "
                             "new work resumes when it is back", self.config.safe_url, one_line(error))
-            self._beat()
+            else:
+                self._beat()  # healthy means able to take work: not while Redis is out of reach
             if time.monotonic() >= next_summary:
                 next_summary = time.monotonic() + SUMMARY_INTERVAL
                 log.info("worker %s: %s", os.getpid(), self._summary())
@@ -190,19 +182,21 @@ class QueueWorker:
         """The actor: run one work item, waiting out a database outage for up to DB_RETRY_WINDOW."""
         assert self._jobs is not None
         work = GradeWork(submission_id, batch_id)
-        started = time.monotonic()
-        deadline = started + DB_RETRY_WINDOW
+        deadline = time.monotonic() + DB_RETRY_WINDOW
         delay = 1.0
+        failed_at: float | None = None  # the first failure: how long the outage lasted for this item
         while True:
             try:
                 outcome = self._jobs.run(work)
-                if delay > 1.0:
+                if failed_at is not None:
                     log.info("database reachable again after %.0f s; submission %s is recorded",
-                             time.monotonic() - started, submission_id)
+                             time.monotonic() - failed_at, submission_id)
                 break
             except Exception as error:
                 if not database_unavailable(error):
                     raise
+                if failed_at is None:
+                    failed_at = time.monotonic()
                 if self.stopping.is_set() or time.monotonic() + delay > deadline:
                     log.warning("database still unavailable (%s); submission %s goes back to the queue",
                                 one_line(error), submission_id)
@@ -250,6 +244,23 @@ class QueueWorker:
             self.heartbeat_file.touch()
         except OSError as error:
             log.warning("cannot write the heartbeat file %s: %s", self.heartbeat_file, error)
+
+
+class _BrokerOutageNoise(logging.Filter):
+    """Dramatiq's consumers report a Redis outage at CRITICAL, from every consumer thread, every few
+    seconds, and each restart at INFO; the worker reports the outage itself, once, as a warning, and
+    says when Redis is back."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("dramatiq.worker.ConsumerThread"):
+            return True
+        return not record.getMessage().startswith(("Consumer encountered a connection error", "Restarting consumer"))
+
+
+def quiet_broker_outages() -> None:
+    """Drop Dramatiq's per-thread outage messages from the log (the handlers of the root logger)."""
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_BrokerOutageNoise())
 
 
 def heartbeat_is_fresh(path: Path = HEARTBEAT_FILE, max_age: float = HEARTBEAT_MAX_AGE) -> bool:

@@ -78,9 +78,11 @@ api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(require_token)], respon
 # --- health, metrics, login ------------------------------------------------------------------------
 
 
-@public.get("/healthz", response_model=Health, tags=["service"])
+@public.get("/healthz", response_model=Health, tags=["service"], responses={503: ERRORS[503]})
 def healthz(ctx: Service) -> Health:
-    """Ready to grade: which sandbox layers hold, and which grader and rubric answer."""
+    """Ready to grade: which sandbox layers hold, and which grader and rubric answer. 503 while the
+    database cannot be reached (nothing could be stored or read)."""
+    ctx.database.ping()  # an outage raises, and is answered as one (problems.py)
     rubric = ctx.grader.assignment.rubric
     return Health(
         version=grader.__version__,

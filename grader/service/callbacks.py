@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import logging
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -19,10 +20,12 @@ import httpx
 
 import grader
 from grader.store import repository
-from grader.store.database import Database
+from grader.store.database import Database, database_unavailable, one_line
 from grader.store.models import utcnow
 
 log = logging.getLogger(__name__)
+
+OUTAGE_PAUSE_MAX = 15.0  # seconds between looks at the database while it is out of reach
 
 SIGNATURE_HEADER = "X-Grader-Signature"
 
@@ -85,14 +88,25 @@ class CallbackDispatcher:
     async def _run(self) -> None:
         assert self._wake is not None
         async with httpx.AsyncClient(timeout=self.timeout, transport=self.transport) as client:
+            outage: float | None = None  # since when the database has been out of reach
+            pause = self.poll_seconds
             while True:
                 try:
                     while await self.deliver_due(client):
                         pass
-                except Exception:
-                    log.exception("callback dispatcher pass failed; retrying")
+                    if outage is not None:
+                        log.info("callbacks: the database is reachable again after %.0f s", time.monotonic() - outage)
+                        outage, pause = None, self.poll_seconds
+                except Exception as error:
+                    if not database_unavailable(error):
+                        log.exception("callback dispatcher pass failed; retrying")
+                    else:  # said once, then waited out with back-off: an outage is not news every second
+                        if outage is None:
+                            outage = time.monotonic()
+                            log.warning("callbacks wait: the database is unavailable (%s)", one_line(error))
+                        pause = min(pause * 2, OUTAGE_PAUSE_MAX)
                 try:
-                    await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+                    await asyncio.wait_for(self._wake.wait(), pause)
                 except TimeoutError:
                     pass
                 self._wake.clear()

@@ -12,6 +12,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from grader.store.database import database_unavailable, one_line
+
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
@@ -101,9 +103,22 @@ async def _validation_error(request: Request, error: Exception) -> JSONResponse:
 
 
 async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+    if database_unavailable(error):  # an outage, not a bug: one line in the log, and "try again" to the client
+        log.warning("%s %s: the database is unavailable (%s)", request.method, request.url.path, one_line(error))
+        return database_problem(request.url.path)
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     return problem_response(
         500, "The grader hit an internal error; it has been logged.", kind="internal", instance=request.url.path
+    )
+
+
+DATABASE_RETRY_SECONDS = 5
+
+
+def database_problem(instance: str) -> JSONResponse:
+    return problem_response(
+        503, "The grader's database cannot be reached right now; try again shortly.",
+        kind="database-unavailable", instance=instance, headers={"Retry-After": str(DATABASE_RETRY_SECONDS)},
     )
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import logging
 import socket
 
 from grader.settings import Settings
@@ -54,7 +53,6 @@ def check_bind(host: str, settings: Settings) -> None:
 
 
 def serve(host: str, port: int, settings: Settings) -> None:
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # import-time chatter, not news
     import uvicorn
 
     from grader.engine.assignment import AssignmentError

@@ -16,7 +16,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,19 @@ BUSY_SECONDS = 30  # how long a SQLite writer waits for the write lock before "d
 
 class DatabaseError(Exception):
     """The database cannot be opened or migrated; the message says which and why."""
+
+
+def database_unavailable(error: BaseException) -> bool:
+    """Errors that mean "the database is not reachable right now", as opposed to a bug or bad data."""
+    if isinstance(error, (OperationalError, InterfaceError)):
+        return True
+    return isinstance(error, DBAPIError) and bool(error.connection_invalidated)
+
+
+def one_line(error: BaseException) -> str:
+    """An error as one line for a log: its type and the first line of its message."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"
 
 
 def normalize_url(url: str) -> str:
@@ -142,6 +155,11 @@ class Database:
             yield
         finally:
             self._writers.release()
+
+    def ping(self) -> None:
+        """Raise (an OperationalError, most often) unless the database answers a trivial query."""
+        with self.engine.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
 
     def dispose(self) -> None:
         self.engine.dispose()
