@@ -212,6 +212,18 @@ def test_a_blackboard_download(tmp_path: Path) -> None:
     assert any("gradebook_notes.md" in w for w in intake.warnings)
 
 
+def test_a_blackboard_student_who_sent_only_a_compiled_file_is_told_so(tmp_path: Path) -> None:
+    entries = blackboard_class()
+    entries.update(blackboard_entries(ASSIGNMENT, [
+        ("pyconly", "Py Conly", "2023-04-02-16-00-00", {"layers.cpython-311.pyc": b"\xa7\r\r\n\x00"}),
+    ]))
+    students = by_key(read_inputs([write_zip(tmp_path / "gradebook_hw5.zip", entries)]).submissions)
+    pyconly = students["pyconly"]
+    assert pyconly.status == "not_found" and pyconly.source is None
+    # the download does hold the file (it was not lost): it is just nothing to grade
+    assert pyconly.detail == "the receipt lists only layers.cpython-311.pyc, which is not source code to grade"
+
+
 def test_a_blackboard_download_without_receipts_keeps_underscored_usernames(tmp_path: Path) -> None:
     """Without the .txt receipts, the username is what follows the assignment name that every file
     starts with: `mary_k` stays `mary_k` (once it became `k`, whose grade that would have been)."""

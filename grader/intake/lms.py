@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from grader.intake.archive import ArchiveError
-from grader.intake.tree import Item, listing
+from grader.intake.tree import Item, is_junk, listing
 
 # <Assignment>_<username>_attempt_<YYYY-MM-DD-HH-MM-SS>_<original name>, or the attempt's `.txt`
 # receipt. The prefix is greedy: assignment names may hold spaces, underscores, even "_attempt_".
@@ -170,7 +170,10 @@ def read_blackboard(items: list[Item]) -> tuple[list[StudentFiles], list[str], s
         if not student.files:
             if receipt is not None and receipt.files:
                 listed = ", ".join(o for o, _ in receipt.files)
-                student.empty_detail = f"the receipt lists {listed} but the download does not contain it"
+                if all(is_junk(original) for original, _ in receipt.files):  # in the download, but never graded
+                    student.empty_detail = f"the receipt lists only {listed}, which is not source code to grade"
+                else:
+                    student.empty_detail = f"the receipt lists {listed} but the download does not contain it"
             else:
                 student.empty_detail = f"the latest attempt ({_stamp_text(latest)}) has no file attached"
                 if any(f for s, (_, f) in attempts.items() if s != latest):
