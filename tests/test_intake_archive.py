@@ -101,6 +101,23 @@ def test_a_student_whose_only_file_is_a_link_is_still_in_the_results(tmp_path: P
     assert ada.source == CORRECT
 
 
+@pytest.mark.parametrize(("entries", "links", "graded"), [
+    ({"hw.zip": zip_bytes({"layers.py": CORRECT})}, ["layers.py"], {"s": "ok"}),  # the zip's file is graded
+    ({"layers (1).py": CORRECT}, ["layers.py"], {"s": "ok"}),  # and a renamed one
+    ({"hw.py": CORRECT}, ["helper.py"], {"s": "ok"}),  # the one real .py file
+    ({"src/layers.py": CORRECT, "train.py": "from src.layers import relu_forward\n"}, ["notes.py"], {"s": "ok"}),
+    ({"alice/layers.py": CORRECT, "bob/layers.py": CORRECT, "carol/layers.py": CORRECT}, ["layers.py"],
+     {"alice": "ok", "bob": "ok", "carol": "ok"}),  # a link at the top makes no one student of a class
+    ({"alice/layers.py": CORRECT, "bob/layers.py": CORRECT}, ["alice.py"], {"alice": "ok", "bob": "ok"}),
+])
+def test_a_link_decides_no_layout_and_is_never_the_file_graded(tmp_path: Path, entries: dict[str, bytes | str],
+                                                                 links: list[str], graded: dict[str, str]) -> None:
+    path = write_zip(tmp_path / "s.zip", entries, symlinks={name: "/etc/passwd" for name in links})
+    submissions = read_inputs([path]).submissions
+    assert {s.key: s.status for s in submissions} == graded
+    assert all(s.source == CORRECT for s in submissions)
+
+
 def test_a_zip_bomb_by_total_size_is_refused_before_expanding(tmp_path: Path) -> None:
     path = zeros_zip(tmp_path / "bomb.zip", "layers.py", 3 * 1024 * 1024)
     with pytest.raises(ArchiveError, match=r"would expand to 3\.0 MB, more than the limit of 2\.0 MB"):

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine
+from sqlalchemy.exc import OperationalError
 
 from grader.engine.grading import Grader
 from grader.service.callbacks import CallbackDispatcher
-from grader.store.database import Database, open_database
+from grader.store.database import Database, database_unavailable, open_database
 from tests.service_helpers import service_client
 
 UNREACHABLE = "postgresql+psycopg://postgres@127.0.0.1:1/nowhere?connect_timeout=2"  # refused at once
@@ -87,3 +90,48 @@ def test_the_callback_dispatcher_says_an_outage_once_and_backs_off(tmp_path: Pat
     assert messages[0][1].startswith("callbacks wait: the database is unavailable")
     assert any("reachable again" in text for _, text in messages)
     assert 3 <= during <= 7  # looks 0.1, 0.2, 0.4 ... s apart during the outage: not 40 in 2 s
+
+
+def test_only_an_outage_counts_as_one(grader: Grader, tmp_path: Path) -> None:
+    """A bug that SQLAlchemy also calls an OperationalError (a missing table) stays a 500, logged with
+    its traceback: a 503 "try again" would hide it."""
+    with service_client(grader, tmp_path, raise_server_exceptions=False) as client:
+        database = client.app.state.service.database  # type: ignore[attr-defined]
+        with database.engine.begin() as connection:
+            connection.exec_driver_sql("ALTER TABLE batches RENAME TO batches_gone")
+        try:
+            assert client.get("/api/v1/batches").status_code == 500
+        finally:
+            with database.engine.begin() as connection:
+                connection.exec_driver_sql("ALTER TABLE batches_gone RENAME TO batches")
+        assert client.get("/api/v1/batches").status_code == 200
+
+
+def test_what_counts_as_the_database_being_unavailable() -> None:
+    def sqlite_error(message: str) -> OperationalError:
+        return OperationalError("SELECT 1", {}, sqlite3.OperationalError(message))
+
+    assert database_unavailable(sqlite_error("database is locked"))
+    assert database_unavailable(sqlite_error("unable to open database file"))
+    assert not database_unavailable(sqlite_error("no such table: batches"))
+    assert not database_unavailable(sqlite_error("attempt to write a readonly database"))
+    with pytest.raises(OperationalError) as refused:
+        create_engine(UNREACHABLE).connect()
+    assert database_unavailable(refused.value)  # no server answered
+    assert not database_unavailable(ValueError("not a database error"))
+
+
+def test_the_health_checks_ping_does_not_wait_behind_a_write(tmp_path: Path) -> None:
+    """SQLite: a transaction through SQLAlchemy takes the write lock (BEGIN IMMEDIATE); the ping must
+    not, or /healthz would hang behind any long write and time out a container's health check."""
+    database = open_database(f"sqlite:///{tmp_path / 'grader.db'}")
+    writer = sqlite3.connect(tmp_path / "grader.db", isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+        started = time.monotonic()
+        database.ping()
+        assert time.monotonic() - started < 1
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+        database.dispose()

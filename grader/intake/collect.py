@@ -221,8 +221,10 @@ class _Reader:
         packages = []  # top-level folders holding the file to grade (a student's package, or a student)
         for folder in folders:
             inside = [i for i in container.items if i.path.startswith(folder + "/")]
+            # a folder whose layers.py is a link (never read) is still someone's: a unit, so that a
+            # class of two is not taken for the one student whose file is real
             holds_target = any(i.name.lower() == target for i in inside)
-            if holds_target or any(is_zip_name(i.path) for i in inside):
+            if holds_target or any(is_zip_name(i.path) and i.refused is None for i in inside):
                 units += 1
             if holds_target:
                 packages.append(folder)
@@ -310,6 +312,14 @@ class _Reader:
         files = [(path, item) for path, item in files if not is_junk(path)]
         if not files:
             return _Found(NO_FILES, detail=empty)
+        readable = [(path, item) for path, item in files if item.refused is None]
+        # entries never read (links): the student's row says so when one was all they sent, or was
+        # named as the file to grade and nothing else could be graded
+        refused = [item for path, item in files if item.refused is not None]
+        named = [i for i in refused if i.name.lower() == self.filename.lower()] or refused
+        if not readable:
+            return _Found(UNREADABLE, detail=f"{named[0].origin} was not read: {named[0].refused}")
+        files = readable
         candidates, seen, problems, notes = self.candidates(files)
         if not candidates:
             candidates = [(p, i) for p, i in seen if self.variant.match(p.rpartition("/")[2])]
@@ -326,6 +336,8 @@ class _Reader:
             if unsupported:
                 detail = f"{unsupported[0]} is not a zip archive; only zip archives can be read"
                 return _Found(UNREADABLE, detail=detail, notes=notes)
+            if refused and named[0].name.lower() == self.filename.lower():
+                return _Found(UNREADABLE, detail=f"{named[0].origin} was not read: {named[0].refused}", notes=notes)
             return _Found(NOT_FOUND, detail=f"no {self.filename} found among: {listing([p for p, _ in seen])}",
                           notes=notes)
         ranked = sorted(candidates, key=self.rank)
@@ -367,7 +379,7 @@ class _Reader:
                 problems.append(str(error))
                 continue
             notes.extend(inner.warnings)
-            nested = [(f"{path}/{i.path}", i) for i in inner.items]
+            nested = [(f"{path}/{i.path}", i) for i in inner.items if i.refused is None]
             more, more_seen, more_problems, more_notes = self.candidates(nested)
             found += more
             seen += more_seen
@@ -375,10 +387,10 @@ class _Reader:
             notes += more_notes
         return found, seen, problems, notes
 
-    def rank(self, candidate: tuple[str, Item]) -> tuple[int, int, int]:
+    def rank(self, candidate: tuple[str, Item]) -> tuple[int, int]:
         parts = candidate[0].split("/")
         preferred = len(parts) > 1 and parts[-2] == PREFERRED_FOLDER
-        return (1 if candidate[1].refused else 0, 0 if preferred else 1, len(parts))
+        return (0 if preferred else 1, len(parts))
 
 
 def _is_unit_file(path: str, filename: str) -> bool:

@@ -112,8 +112,9 @@ class Container:
     warnings: list[str] = field(default_factory=list)
 
     def top_level(self) -> tuple[list[Item], set[str]]:
-        """Files directly at the root, and the names of the folders at the root."""
-        files = [item for item in self.items if "/" not in item.path]
+        """Files directly at the root (never-read ones aside: a link decides no layout and makes no
+        student of its own), and the names of the folders at the root."""
+        files = [item for item in self.items if "/" not in item.path and item.refused is None]
         folders = {d.split("/")[0] for d in self.directories}
         folders |= {i.path.split("/")[0] for i in self.items if "/" in i.path}
         return files, {f for f in folders if f not in JUNK_FOLDERS}
@@ -136,7 +137,8 @@ def zip_container(archive: SafeArchive, context: Context) -> Container:
 
 def refused_item(path: str, origin: str, why: str) -> Item:
     """An entry that is never read (a symbolic link), kept so that a student whose only file it was
-    still appears, as unreadable, with the reason: reading or opening it fails with that reason."""
+    still appears, as unreadable, with the reason. It takes no part in finding the layout or the file
+    to grade (`Container.top_level`, `pick_source`); reading or opening it fails with that reason."""
     def refuse(_limit: int | None = None) -> NoReturn:
         raise ArchiveError(f"{origin} was not read: {why}")
 
@@ -184,12 +186,13 @@ def folder_container(root: Path, context: Context) -> Container:
                 continue
             if stat.S_ISLNK(info.st_mode):
                 warnings.append(f"skipped {full}: it is a symbolic link")
-                if not is_junk(rel):
-                    items.append(refused_item(rel, str(full), "it is a symbolic link"))
+                if is_junk(rel):
+                    continue
+                items.append(refused_item(rel, str(full), "it is a symbolic link"))
+            elif not stat.S_ISREG(info.st_mode) or is_junk(rel):
                 continue
-            if not stat.S_ISREG(info.st_mode) or is_junk(rel):
-                continue
-            items.append(_file_item(full, rel, info.st_size, context))
+            else:
+                items.append(_file_item(full, rel, info.st_size, context))
             if len(items) > context.limits.max_entries:
                 raise ArchiveError(f"{root} holds more than {context.limits.max_entries} files; not read")
     return Container(items, directories, warnings)

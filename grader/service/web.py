@@ -110,7 +110,8 @@ def student_row(submission: Submission, problem_numbers: list[int]) -> StudentRo
     status_text = STATE_TEXT.get(submission.state, submission.state)
     if submission.state == "skipped":
         status_text = submission.detail or status_text
-        flags.append(submission.intake_status.replace("_", " "))  # unreadable, not found, too large, no files
+        if submission.intake_status != "ok":  # unreadable, not found, too large, no files
+            flags.append(submission.intake_status.replace("_", " "))
     return StudentRow(
         student=submission.student,
         name=submission.name,

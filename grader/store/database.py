@@ -23,17 +23,35 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 BUSY_SECONDS = 30  # how long a SQLite writer waits for the write lock before "database is locked"
+CONNECT_TIMEOUT = 10  # seconds to open a PostgreSQL connection
 
 
 class DatabaseError(Exception):
     """The database cannot be opened or migrated; the message says which and why."""
 
 
+# PostgreSQL's SQLSTATEs for "not reachable right now": connection exceptions (08...), the server
+# shutting down or starting (57P01-57P03), too many connections (53300)
+_OUTAGE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300")
+# SQLite's: another process holds the write lock past the busy timeout; the file cannot be opened
+_SQLITE_OUTAGES = ("database is locked", "unable to open database file")
+
+
 def database_unavailable(error: BaseException) -> bool:
-    """Errors that mean "the database is not reachable right now", as opposed to a bug or bad data."""
-    if isinstance(error, (OperationalError, InterfaceError)):
+    """Errors that mean "the database is not reachable right now", as opposed to a bug or bad data:
+    a lost or refused connection, a server going down, a lock held too long. A missing table, a
+    read-only file or bad SQL is an OperationalError too, and is not one of them."""
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
         return True
-    return isinstance(error, DBAPIError) and bool(error.connection_invalidated)
+    if isinstance(error, InterfaceError):  # the driver's connection is closed or broken
+        return True
+    if not isinstance(error, OperationalError):
+        return False
+    cause = error.orig
+    if isinstance(cause, sqlite3.OperationalError):
+        return any(text in str(cause) for text in _SQLITE_OUTAGES)
+    sqlstate = getattr(cause, "sqlstate", None)  # psycopg; None when no server answered at all
+    return sqlstate is None or str(sqlstate).startswith(_OUTAGE_SQLSTATES)
 
 
 def one_line(error: BaseException) -> str:
@@ -101,7 +119,10 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, **_JSON_CODEC)
+    # a host that does not answer at all would otherwise hold a request (or /healthz) for minutes
+    connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": CONNECT_TIMEOUT}
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=connect_args,
+                         **_JSON_CODEC)
 
 
 def alembic_config(engine: Engine) -> Config:
@@ -157,9 +178,17 @@ class Database:
             self._writers.release()
 
     def ping(self) -> None:
-        """Raise (an OperationalError, most often) unless the database answers a trivial query."""
-        with self.engine.connect() as connection:
-            connection.exec_driver_sql("SELECT 1")
+        """Raise (an OperationalError, most often) unless the database answers a trivial query. On the
+        driver's own connection: a SQLAlchemy one would begin a transaction, which on SQLite takes the
+        write lock (BEGIN IMMEDIATE) and would wait behind any write."""
+        with self.engine.connect() as connection:  # connecting raises SQLAlchemy's errors, as everywhere
+            cursor = connection.connection.cursor()  # the driver's: no transaction begins
+            try:
+                cursor.execute("SELECT 1")
+            except self.engine.dialect.loaded_dbapi.Error as error:  # as SQLAlchemy would have wrapped it
+                raise OperationalError("SELECT 1", {}, error) from error
+            finally:
+                cursor.close()
 
     def dispose(self) -> None:
         self.engine.dispose()
