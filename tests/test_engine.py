@@ -126,6 +126,33 @@ def test_a_loss_shaped_like_an_array_fails_with_both_shapes(grader: Grader):
     assert "loss has shape (1,); expected ()" in check(report, 4, "loss").message
 
 
+def test_a_one_element_loss_fails_the_loss_check_but_not_the_gradient_check(grader: Grader):
+    """A loss of shape (1,) is not the single number the contract asks for, and the loss checks say so;
+    but its numeric gradient is as well defined as a float's, so a right gradient passes its check:
+    one slip is not charged three times."""
+    report = grader.grade(variant("loss = -np.mean(np.log(probs[np.arange(N), y]))",
+                                  "loss = -np.sum(np.log(probs[np.arange(N), y]), axis=0, keepdims=True) / N"))
+    assert "loss has shape (1,); expected ()" in check(report, 3, "loss").message
+    assert check(report, 3, "gradient").passed and check(report, 3, "gradient check").passed
+    assert report.problems[2].score == 1.5
+
+
+def test_values_returned_in_each_others_place_get_a_hint_about_the_order(grader: Grader):
+    report = grader.grade(variant("    return loss, grad_x", "    return grad_x, loss"))
+    loss = check(report, 3, "loss")
+    assert "loss has shape (4, 5); expected ()" in loss.message
+    assert loss.hint.startswith("loss has the shape grad_x should have, and grad_x the shape of loss: return them")
+
+
+def test_a_forward_that_returns_no_cache_is_told_how_the_starter_returns(grader: Grader):
+    report = grader.grade(variant("    out = np.maximum(0, x)\n    cache = x\n    return out, cache",
+                                  "    return np.maximum(0, x)"))
+    for name in ("forward", "gradient check"):
+        failed = check(report, 2, name)
+        assert "relu_forward must return a tuple (out, cache); it returned an ndarray" in failed.message
+        assert failed.hint == "End relu_forward with `return out, cache`, as the starter code does."
+
+
 def test_hidden_inputs_are_not_printed(grader: Grader):
     report = grader.grade(variant("out = x.dot(w) + b", "out = x.dot(w) - b"))
     message = check(report, 1, "forward").message

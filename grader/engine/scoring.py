@@ -60,6 +60,13 @@ class CheckFailed(Exception):
         self.hint = hint
 
 
+def returns_hint(function: Function, error: dict[str, Any] | None) -> str:
+    """For a function that returned something other than its tuple: how the starter returns it."""
+    if (error or {}).get("type") != "returns" or len(function.returns) < 2:
+        return ""
+    return f"End {function.name} with `return {', '.join(function.returns)}`, as the starter code does."
+
+
 @dataclass
 class Scorer:
     assignment: Assignment
@@ -114,7 +121,7 @@ class Scorer:
                 raise CheckFailed(
                     self.describe_failure(function.name, result.error) + self.fallback_note(function, result)
                     + f" ({where})",
-                    check.hints.error,
+                    check.hints.error or returns_hint(function, result.error),
                 )
             used_fallback = used_fallback or result.fallback
             self.note_mutations(function, result)
@@ -125,7 +132,8 @@ class Scorer:
                 bound = self.plan.tolerance_bound(key, name, check.rtol, check.atol)
                 if actual.shape == expected.shape and bound is not None and (np.abs(actual - expected) <= bound).all():
                     continue  # most values pass: one comparison (false for nan or inf) settles it
-                self.compare(name, actual, expected, check, where, values[name].precision)
+                swapped = self.swapped_with(key, values, name, actual.shape) if actual.shape != expected.shape else ""
+                self.compare(name, actual, expected, check, where, values[name].precision, swapped)
         if used_fallback and function.cache is not None:
             return (
                 f"passed using the documented cache, because your {function.cache.forward} "
@@ -133,13 +141,27 @@ class Scorer:
             )
         return ""
 
+    def swapped_with(self, key: tuple[Any, ...], values: dict[str, Value], name: str, shape: tuple[int, ...]) -> str:
+        """Another of the call's return values that has the shape `name` should have, while `name` has
+        that one's: the two were most likely returned in each other's place."""
+        expected = self.plan.expected[key]
+        for other, value in values.items():
+            if other == name or other not in expected or value.array is None:
+                continue
+            if np.shape(expected[other]) == shape and value.array.shape == np.shape(expected[name]):
+                return other
+        return ""
+
     def compare(
-        self, name: str, actual: np.ndarray, expected: np.ndarray, check: CheckSpec, where: CaseRef, precision: str = ""
+        self, name: str, actual: np.ndarray, expected: np.ndarray, check: CheckSpec, where: CaseRef,
+        precision: str = "", swapped: str = "",
     ) -> None:
         if actual.shape != expected.shape:
+            order = (f"{name} has the shape {swapped} should have, and {swapped} the shape of {name}: return them in "
+                     "the order the starter does.") if swapped else ""
             raise CheckFailed(
                 f"{name} has shape {fmt_shape(actual.shape)}; expected {fmt_shape(expected.shape)} ({where})",
-                join_hints(check.hints.shape, extra_axis_hint(actual.shape, expected.shape)),
+                join_hints(order, check.hints.shape, extra_axis_hint(actual.shape, expected.shape)),
             )
         if not np.isfinite(actual).all():
             raise CheckFailed(f"{name} contains nan or inf ({where})", check.hints.nonfinite or check.hints.mismatch)
@@ -171,7 +193,8 @@ class Scorer:
             if not result.ok:
                 raise CheckFailed(
                     self.describe_failure(source.name, result.error) + self.fallback_note(source, result)
-                    + f" ({source_where})"
+                    + f" ({source_where})",
+                    returns_hint(source, result.error),
                 )
             analytic = self.named_values(source, result)
             expected_output = self.plan.expected[(forward.name, check.cases, i)][check.output]
@@ -224,10 +247,14 @@ class Scorer:
                 calls = np.asarray(case[param]).size * len(STENCIL_WEIGHTS)
                 described = (f"{forward.name} did not finish the {calls} calls of the gradient check (each element "
                              f"of {param} nudged {len(STENCIL_WEIGHTS)} times) within {self.limits.time_limit:g} s")
-            raise CheckFailed(f"{described} ({where})")
+            raise CheckFailed(f"{described} ({where})", returns_hint(forward, result.error))
         outputs = result.values[0].array if result.values and result.values[0].array is not None else None
         base = np.asarray(case[param])
         steps = len(STENCIL_WEIGHTS)
+        if outputs is not None and expected_output.shape == () and outputs.ndim > 1 and outputs[0].size == 1:
+            # a loss of shape (1,) is one number all the same: its numeric gradient is as well defined,
+            # so the gradient check judges the gradient (the loss check has said what is wrong with it)
+            outputs = outputs.reshape(outputs.shape[0])
         if outputs is None or outputs.shape != (base.size * steps, *expected_output.shape):
             shape = "nothing" if outputs is None else fmt_shape(outputs.shape[1:])
             raise CheckFailed(

@@ -326,7 +326,9 @@ class Harness:
         arity = call["arity"]
         name = call["fn"]
         if not _of_arity(value, arity):
-            described = "None" if value is None else f"a {type_name(value)}"
+            kind = type_name(value)
+            article = "an" if kind[:1] in "aeiou" or kind == "ndarray" else "a"  # "an ndarray", as it is said
+            described = "None" if value is None else f"{article} {kind}"
             if isinstance(value, (tuple, list)):
                 described += f" of length {_length(value)}"
             expected = ", ".join(call["returns"])
