@@ -15,6 +15,7 @@ from grader.engine.assignment import Assignment, AssignmentError, load_assignmen
 from grader.engine.grading import Grader
 from grader.engine.policy import ParsedSource, parse_source
 from grader.engine.report import SubmissionReport
+from grader.export.similarity import normalize
 from grader.sandbox.isolation import Limits
 from tests.conftest import EXAMPLES
 
@@ -223,6 +224,28 @@ def test_a_rubric_file_changes_weights_adds_checks_and_policy_without_code(tmp_p
     assert any("torch" in w for w in report.warnings)
 
 
+def test_a_forbidden_package_cannot_be_imported_past_the_blocker(tmp_path: Path):
+    """The run's import blocker lives in the student's own process: a submission can take it out of
+    sys.meta_path and import by a computed name. The forbidden packages' files are hidden from runs,
+    so nothing is there to import (here click, a dependency of the grader, stands in for sklearn)."""
+    folder = copy_assignment(tmp_path)
+    rubric = (folder / "rubric.toml").read_text()
+    (folder / "rubric.toml").write_text(rubric.replace('"mlx", "sklearn"]', '"mlx", "sklearn", "click"]'))
+    sneaky = CORRECT.replace("    return loss, grad_x", textwrap.indent(textwrap.dedent("""\
+        import importlib
+        import sys
+        sys.meta_path[:] = [f for f in sys.meta_path if type(f).__name__ != "ForbiddenImportBlocker"]
+        library = importlib.import_module("cl" + "ick")
+        return (loss if callable(library.style) else None), grad_x"""), "    "))
+    assert "ForbiddenImportBlocker" in sneaky
+    with Grader(load_assignment(folder), workers=1) as custom:
+        report = custom.grade(sneaky.encode())
+    # what it imports is an empty folder (a namespace package, at most): nothing of the library's
+    assert report.problems[2].score == 0, report.summary()
+    assert "module 'click' has no attribute 'style'" in check(report, 3, "loss").message
+    assert report.score == 7
+
+
 def test_a_broken_rubric_is_one_clear_sentence(tmp_path: Path):
     folder = copy_assignment(tmp_path)
     rubric = folder / "rubric.toml"
@@ -262,9 +285,21 @@ def test_grade_many_stops_at_an_error_without_grading_the_rest(grader: Grader, m
 def test_a_coding_line_whose_codec_refuses_the_file_scores_0_and_grading_goes_on(grader: Grader):
     """`# coding: punycode` makes decoding raise a bare UnicodeError, which once escaped and stopped
     the grading of the whole class with no report for anyone."""
-    reports = grader.grade_many([("odd", b"# coding: punycode\n" + CORRECT.encode()), ("ok", CORRECT.encode())])
+    reports = grader.grade_many([("odd", b"# coding: utf-7\n" + CORRECT.encode()), ("ok", CORRECT.encode())])
     assert [r.score for r in reports] == [0, 10]
     assert "is not UTF-8 text (nor in the encoding its coding line declares)" in reports[0].errors[0]
+
+
+def test_a_coding_line_naming_a_slow_codec_is_refused_before_decoding(grader: Grader):
+    """punycode decodes in time that grows with the square of the text: a 1 MB file held the trusted
+    process (and every other submission) for minutes. Such a file is refused unread, as is a codec
+    that is not the standard library's."""
+    # a valid punycode file (Python would import it): small here, so that the test is quick either way
+    source = ("# coding: punycode\n" + CORRECT + "#" + "\u00e9" * 200 + "\n").encode("punycode")
+    report = grader.grade(source)
+    assert report.score == 0
+    assert "declares the encoding punycode, which is not accepted: save it as UTF-8" in report.errors[0]
+    assert normalize(source) == []  # the similarity report refuses it as well (it tokenized the bytes)
 
 
 def test_a_latin1_file_with_a_coding_line_is_read_as_python_reads_it(grader: Grader):

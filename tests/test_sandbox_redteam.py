@@ -140,6 +140,13 @@ REFUSED = {
     "fcntl_setown_ex": "syscall(72, os.pipe()[0], 15, 0)",
     "ioctl_fiosetown": "syscall(16, os.pipe()[0], 0x8901, 0)",
     "ioctl_siocspgrp": "syscall(16, os.pipe()[0], 0x8902, 0)",
+    # kernel attack surface a homework never needs (found open by the seventh session's red team)
+    "socketpair": "syscall(53, 1, 1, 0, 0)",
+    "modify_ldt": "syscall(154, 0, 0, 0)",
+    "io_setup": "syscall(206, 1, 0)",
+    "memfd_secret": "syscall(447, 0)",
+    "statmount": "syscall(457, 0, 0, 0, 0)",
+    "listmount": "syscall(458, 0, 0, 0, 0)",
     # prctl's option is an int: bits above it must not carry PR_SET_PDEATHSIG past the filter
     "prctl_pdeathsig_high_bits": "syscall(157, (1 << 32) | 1, 0)",
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import threading
 import time
@@ -21,10 +22,36 @@ MAX_SOURCE_BYTES = 1024 * 1024
 
 
 def sandbox_hidden_paths(assignment: Assignment) -> list[str]:
-    """What the sandbox must never show: the assignment, every other one, and the grader's own code."""
+    """What the sandbox must never show: the assignment, every other one, the grader's own code, and
+    the installed packages the rubric forbids (when importing one scores 0)."""
     import reference
 
-    return sorted({str(assignment.path), str(Path(reference.__file__).parent), str(Path(grader.__file__).parent)})
+    policy = assignment.rubric.policy
+    forbidden = forbidden_package_paths(policy.forbidden_imports) if policy.forbidden_action == "zero" else []
+    return sorted({str(assignment.path), str(Path(reference.__file__).parent), str(Path(grader.__file__).parent),
+                   *forbidden})
+
+
+def forbidden_package_paths(names: Iterable[str]) -> list[str]:
+    """Where the installed top-level packages among `names` live. The run's import blocker is in the
+    student's own process, which can take it out of `sys.meta_path` and import by a computed name;
+    with the files hidden there is nothing to import. A forbidden submodule (`numpy.linalg`) cannot
+    be hidden without its package, and numpy never is: those rest on the blocker and the static check."""
+    paths: set[str] = set()
+    for name in names:
+        if "." in name or name == "numpy":
+            continue
+        try:
+            spec = importlib.util.find_spec(name)  # finds, without importing, a top-level package
+        except (ImportError, ValueError):
+            continue
+        if spec is None:
+            continue
+        if spec.submodule_search_locations:
+            paths.update(str(Path(location)) for location in spec.submodule_search_locations)
+        elif spec.origin and spec.has_location:
+            paths.add(spec.origin)
+    return sorted(paths)
 
 
 class Grader:
@@ -77,6 +104,8 @@ class Grader:
             return self.zero(parsed.message)
         warnings = []
         violations = find_forbidden_imports(parsed, rubric.policy.forbidden_imports)
+        code = parsed.code
+        del parsed  # its syntax tree (hundreds of MB for some 1 MB files) is not kept through the run
         if violations:
             described = [f"{filename} {v.describe()}" for v in violations]
             if rubric.policy.forbidden_action == "zero":
@@ -86,7 +115,7 @@ class Grader:
             warnings.extend(described)
         try:
             # the file itself goes along only to code that could look at it: 0.2 ms a run otherwise
-            run = self.run(parsed.code, source if b"__file__" in source or b"inspect" in source else b"")
+            run = self.run(code, source if b"__file__" in source or b"inspect" in source else b"")
         except ZygoteDied:
             return self.zero("the sandbox failed twice while running this submission, so it was not graded")
         if run.import_error is not None:

@@ -7,8 +7,12 @@ that compiled it itself would spend about 1.4 ms more, mostly copying the zygote
 from __future__ import annotations
 
 import ast
+import codecs
+import encodings
 import importlib.util
+import io
 import marshal
+import tokenize
 from dataclasses import dataclass
 
 
@@ -76,8 +80,27 @@ class SourceProblem:
     message: str
 
 
+# Codecs whose decoding time grows with the square of the text (pure Python, rebuilding the string
+# at every character): a 1 MB file declaring one held the trusted process for minutes.
+SLOW_CODECS = frozenset({"punycode", "idna"})
+
+
+class UnsupportedEncoding(LookupError):
+    """A coding line naming a codec this grader does not decode (slow, or not one of Python's own)."""
+
+    def __init__(self, encoding: str) -> None:
+        super().__init__(encoding)
+        self.encoding = encoding
+
+
 def decode_python_source(source: bytes) -> str:
-    """Source bytes as Python itself reads them: UTF-8 unless a BOM or a coding cookie says otherwise."""
+    """Source bytes as Python itself reads them: UTF-8 unless a BOM or a coding cookie says otherwise.
+    A cookie naming a codec that is slow to decode, or not one of the standard library's, is refused
+    (UnsupportedEncoding) before anything is decoded."""
+    encoding, _ = tokenize.detect_encoding(io.BytesIO(source).readline)  # SyntaxError for a bad cookie
+    name = codecs.lookup(encoding).name
+    if name in SLOW_CODECS or encodings.search_function(name) is None:
+        raise UnsupportedEncoding(name)
     return importlib.util.decode_source(source)
 
 
@@ -89,7 +112,10 @@ def parse_source(source: bytes, filename: str, forbidden: list[str] | None = Non
     """
     try:
         text = decode_python_source(source)
-    except (UnicodeError, SyntaxError, LookupError):  # UnicodeError: a codec such as punycode refusing
+    except UnsupportedEncoding as error:
+        return SourceProblem(f"{filename} declares the encoding {error.encoding}, which is not accepted: save it as "
+                             "UTF-8 and remove the coding line")
+    except (UnicodeError, SyntaxError, LookupError):  # UnicodeError: a codec refusing the bytes
         return SourceProblem(f"{filename} is not UTF-8 text (nor in the encoding its coding line declares)")
     if "\x00" in text:
         return SourceProblem(f"{filename} contains NUL bytes; it is not a Python source file")

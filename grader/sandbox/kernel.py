@@ -315,13 +315,19 @@ def load_seccomp_library() -> None:
         pass  # reported by the seccomp layer's probe
 
 
+# Calls newer than some libseccomp releases know by name. From pidfd_send_signal (424) on, every
+# architecture gives a new call the same number, so these hold wherever the policy's numbers do.
+NEWER_SYSCALLS = {"statmount": 457, "listmount": 458}
+
+
 def compile_seccomp(
     rules: Iterable[tuple[str | int, int, tuple[tuple[int, int, int, int], ...]]], newest_syscall: int | None = None
 ) -> SeccompProgram:
     """Compile (syscall, errno, argument comparisons) denials on top of "allow" with libseccomp.
 
     A comparison is (argument index, operator, value, mask-or-0) with pyseccomp's operator codes.
-    Syscalls this libseccomp does not know by name are skipped; numbers are taken as given. With
+    Syscalls this libseccomp does not know by name are skipped (those in NEWER_SYSCALLS are taken by
+    number); numbers are taken as given. With
     `newest_syscall`, every call numbered above it fails with ENOSYS.
     """
     import tempfile
@@ -337,7 +343,9 @@ def compile_seccomp(
         pass  # libseccomp before 2.5 (or its binding) builds the chain
     for syscall, error, comparisons in rules:
         if isinstance(syscall, str) and pyseccomp.resolve_syscall(pyseccomp.Arch.NATIVE, syscall) < 0:
-            continue
+            if syscall not in NEWER_SYSCALLS:
+                continue
+            syscall = NEWER_SYSCALLS[syscall]
         args = [pyseccomp.Arg(index, op, a, b) for index, op, a, b in comparisons]
         seccomp_filter.add_rule(pyseccomp.ERRNO(error), syscall, *args)
     with tempfile.TemporaryFile() as exported:
