@@ -227,23 +227,33 @@ def test_a_rubric_file_changes_weights_adds_checks_and_policy_without_code(tmp_p
 def test_a_forbidden_package_cannot_be_imported_past_the_blocker(tmp_path: Path):
     """The run's import blocker lives in the student's own process: a submission can take it out of
     sys.meta_path and import by a computed name. The forbidden packages' files are hidden from runs,
-    so nothing is there to import (here click, a dependency of the grader, stands in for sklearn)."""
+    so nothing is there to import (here click, a dependency of the grader, and the standard library's
+    one-file statistics module stand in for sklearn)."""
     folder = copy_assignment(tmp_path)
     rubric = (folder / "rubric.toml").read_text()
-    (folder / "rubric.toml").write_text(rubric.replace('"mlx", "sklearn"]', '"mlx", "sklearn", "click"]'))
+    forbidding = rubric.replace('"mlx", "sklearn"]', '"mlx", "sklearn", "click", "statistics"]')
+    (folder / "rubric.toml").write_text(forbidding)
     sneaky = CORRECT.replace("    return loss, grad_x", textwrap.indent(textwrap.dedent("""\
         import importlib
         import sys
         sys.meta_path[:] = [f for f in sys.meta_path if type(f).__name__ != "ForbiddenImportBlocker"]
         library = importlib.import_module("cl" + "ick")
         return (loss if callable(library.style) else None), grad_x"""), "    "))
-    assert "ForbiddenImportBlocker" in sneaky
+    sneaky = sneaky.replace("    return loss, grad_w", textwrap.indent(textwrap.dedent("""\
+        import importlib
+        import sys
+        sys.meta_path[:] = [f for f in sys.meta_path if type(f).__name__ != "ForbiddenImportBlocker"]
+        return importlib.import_module("stat" + "istics").fmean([loss]), grad_w"""), "    "))
+    assert 'import_module("stat" + "istics")' in sneaky and 'import_module("cl" + "ick")' in sneaky
     with Grader(load_assignment(folder), workers=1) as custom:
         report = custom.grade(sneaky.encode())
-    # what it imports is an empty folder (a namespace package, at most): nothing of the library's
+    # a package: what it imports is an empty folder (a namespace package, at most): nothing of the library's
     assert report.problems[2].score == 0, report.summary()
     assert "module 'click' has no attribute 'style'" in check(report, 3, "loss").message
-    assert report.score == 7
+    # a module that is one file: not there at all
+    assert report.problems[3].score == 0, report.summary()
+    assert "statistics" in check(report, 4, "loss").message
+    assert report.score == 5
 
 
 def test_a_broken_rubric_is_one_clear_sentence(tmp_path: Path):

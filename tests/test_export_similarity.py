@@ -76,3 +76,13 @@ def test_json_report_lists_pairs_and_regions() -> None:
     assert payload["starter"] == "starter.py"
     assert [(p["a"], p["b"]) for p in payload["pairs"]] == [("a", "b")]
     assert payload["pairs"][0]["regions"][0].keys() == {"a_lines", "b_lines", "tokens"}
+
+
+def test_a_file_that_stops_decoding_keeps_the_tokens_before_it() -> None:
+    """A stray Latin-1 byte at the end of a UTF-8 file: its code still counts (a starter with one
+    would otherwise no longer be subtracted from every pair). A coding line naming a codec grading
+    refuses (slow to decode) gives no tokens at all."""
+    source = example("correct")
+    tokens = normalize(source)
+    assert normalize(source + b"# caf\xe9\n") == tokens and tokens
+    assert normalize(b"# coding: punycode\n" + source) == []

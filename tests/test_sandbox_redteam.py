@@ -141,7 +141,6 @@ REFUSED = {
     "ioctl_fiosetown": "syscall(16, os.pipe()[0], 0x8901, 0)",
     "ioctl_siocspgrp": "syscall(16, os.pipe()[0], 0x8902, 0)",
     # kernel attack surface a homework never needs (found open by the seventh session's red team)
-    "socketpair": "syscall(53, 1, 1, 0, 0)",
     "modify_ldt": "syscall(154, 0, 0, 0)",
     "io_setup": "syscall(206, 1, 0)",
     "memfd_secret": "syscall(447, 0)",
@@ -484,7 +483,8 @@ def probe():
 
 def test_a_run_starts_threads_and_forks_as_any_process_does(one_zygote: Grader) -> None:
     """Runs are forked without CPython's after-fork work (their forker has one thread): the
-    interpreter a run gets still starts threads, knows its main thread and forks."""
+    interpreter a run gets still starts threads, knows its main thread and forks; asyncio and
+    multiprocessing's pipes work too."""
     source = CORRECT.replace("def relu_forward(x):\n", """def relu_forward(x):
     import concurrent.futures, os, threading
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
@@ -494,6 +494,11 @@ def test_a_run_starts_threads_and_forks_as_any_process_does(one_zygote: Grader) 
     if child == 0:
         os._exit(7)
     assert os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) == 7
+    import asyncio, multiprocessing  # their self-pipe and duplex pipe are socket pairs (allowed: they reach nothing)
+    assert asyncio.run(asyncio.sleep(0, result=5)) == 5
+    here, there = multiprocessing.Pipe()
+    here.send(3)
+    assert there.recv() == 3
 """, 1)
     report = one_zygote.grade(source.encode())
     assert report.score == 10, messages(report)

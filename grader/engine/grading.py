@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib.machinery
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -41,16 +42,17 @@ def forbidden_package_paths(names: Iterable[str]) -> list[str]:
     for name in names:
         if "." in name or name == "numpy":
             continue
-        try:
-            spec = importlib.util.find_spec(name)  # finds, without importing, a top-level package
-        except (ImportError, ValueError):
-            continue
-        if spec is None:
-            continue
-        if spec.submodule_search_locations:
-            paths.update(str(Path(location)) for location in spec.submodule_search_locations)
-        elif spec.origin and spec.has_location:
-            paths.add(spec.origin)
+        for entry in sys.path:  # every copy: a package installed twice is found once per folder
+            try:
+                spec = importlib.machinery.PathFinder.find_spec(name, [entry or "."])  # finds, imports nothing
+            except (ImportError, ValueError):
+                continue
+            if spec is None:
+                continue
+            if spec.submodule_search_locations:
+                paths.update(str(Path(location)) for location in spec.submodule_search_locations)
+            elif spec.origin and spec.has_location:
+                paths.add(spec.origin)
     return sorted(paths)
 
 

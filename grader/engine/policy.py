@@ -93,14 +93,20 @@ class UnsupportedEncoding(LookupError):
         self.encoding = encoding
 
 
+def refused_encoding(source: bytes) -> str | None:
+    """The codec a coding line names when this grader refuses to decode with it (slow, or not one of
+    the standard library's); None otherwise. Raises SyntaxError or LookupError for a bad cookie."""
+    encoding, _ = tokenize.detect_encoding(io.BytesIO(source).readline)
+    name = codecs.lookup(encoding).name
+    return name if name in SLOW_CODECS or encodings.search_function(name) is None else None
+
+
 def decode_python_source(source: bytes) -> str:
     """Source bytes as Python itself reads them: UTF-8 unless a BOM or a coding cookie says otherwise.
-    A cookie naming a codec that is slow to decode, or not one of the standard library's, is refused
-    (UnsupportedEncoding) before anything is decoded."""
-    encoding, _ = tokenize.detect_encoding(io.BytesIO(source).readline)  # SyntaxError for a bad cookie
-    name = codecs.lookup(encoding).name
-    if name in SLOW_CODECS or encodings.search_function(name) is None:
-        raise UnsupportedEncoding(name)
+    A cookie naming a codec this grader refuses raises UnsupportedEncoding before anything is decoded."""
+    refused = refused_encoding(source)
+    if refused is not None:
+        raise UnsupportedEncoding(refused)
     return importlib.util.decode_source(source)
 
 

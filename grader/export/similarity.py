@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import grader
-from grader.engine.policy import decode_python_source
+from grader.engine.policy import refused_encoding
 
 K = 12  # tokens per k-gram: about one statement; shorter matches are noise
 WINDOW = 6  # winnowing window: any shared run of K + WINDOW - 1 tokens is guaranteed to be seen
@@ -51,12 +51,13 @@ def normalize(source: bytes) -> list[Token]:
     tokens: list[Token] = []
     previous: tokenize.TokenInfo | None = None
     line_start = True
-    try:  # decoded as grading decodes it: a coding line naming a slow codec is refused, not decoded
-        text = decode_python_source(source)
-    except (SyntaxError, UnicodeError, LookupError):
+    try:  # a coding line naming a codec grading refuses (slow to decode) is refused here too
+        if refused_encoding(source) is not None:
+            return tokens
+    except (SyntaxError, LookupError):
         return tokens
     try:
-        for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+        for tok in tokenize.tokenize(io.BytesIO(source).readline):
             if tok.type in (tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.NL):
                 line_start = tok.type != tokenize.NL or line_start
                 previous = tok

@@ -326,9 +326,7 @@ class Harness:
         arity = call["arity"]
         name = call["fn"]
         if not _of_arity(value, arity):
-            kind = type_name(value)
-            article = "an" if kind[:1] in "aeiou" or kind == "ndarray" else "a"  # "an ndarray", as it is said
-            described = "None" if value is None else f"{article} {kind}"
+            described = "None" if value is None else a_type(value)
             if isinstance(value, (tuple, list)):
                 described += f" of length {_length(value)}"
             expected = ", ".join(call["returns"])
@@ -373,7 +371,7 @@ class Harness:
             array = array.astype(np.float64)
         except Exception as error:  # noqa: BLE001
             raise CallFailed(
-                {"type": "invalid", "message": f"{name} is a {type_name(value)}, not numbers ({error})"[:300]}
+                {"type": "invalid", "message": f"{name} is {a_type(value)}, not numbers ({error})"[:300]}
             ) from None
         if array.size > MAX_RESULT_ELEMENTS:
             raise CallFailed({"type": "invalid", "message": f"{name} has {array.size} elements, far too many"})
@@ -518,6 +516,12 @@ def _text(error: BaseException) -> str:
 def type_name(value: Any) -> str:
     """The name of a value's type, capped: a class can be given a name of any length."""
     return str(type(value).__name__)[:MAX_NAME_CHARS]
+
+
+def a_type(value: Any) -> str:
+    """"a tuple", "an int", "an ndarray" (as it is said): a value's type with its article."""
+    kind = type_name(value)
+    return f"{'an' if kind[:1] in 'aeiou' or kind == 'ndarray' else 'a'} {kind}"
 
 
 def limit_kind(error: BaseException) -> str | None:
