@@ -91,9 +91,12 @@ def test_a_student_whose_only_file_is_a_link_is_still_in_the_results(tmp_path: P
     students = write_zip(tmp_path / "class.zip", {"ada/layers.py": CORRECT}, symlinks=link)
     canvas = write_zip(tmp_path / "submissions.zip", {"alpha_200001_1_layers.py": CORRECT},
                        symlinks={"delta_200004_4_layers.py": "/etc/passwd"})
-    for path, key in ((students, "symonly"), (canvas, "200004")):
+    files = write_zip(tmp_path / "files.zip", {"alice.py": CORRECT, "carol.py": CORRECT}, symlinks={"bob.py": "/x"})
+    nested = write_zip(tmp_path / "nested.zip", {
+        "alice.zip": zip_bytes({}, symlinks={"layers.py": "/etc/passwd"}), "carol/layers.py": CORRECT})
+    for path, key in ((students, "symonly"), (canvas, "200004"), (files, "bob"), (nested, "alice")):
         rows = {s.key: s for s in read_inputs([path]).submissions}
-        assert len(rows) == 2 and rows[key].source is None, path
+        assert len(rows) == (3 if path == files else 2) and rows[key].source is None, path
         assert rows[key].status == "unreadable" and "symbolic link" in (rows[key].detail or "")
     # a link loses to a real file, even one deeper down
     both = write_zip(tmp_path / "both.zip", {"ada/src/deep/layers.py": CORRECT}, symlinks={"ada/layers.py": "/x"})

@@ -52,7 +52,12 @@ def forbidden_package_paths(names: Iterable[str]) -> list[str]:
             if spec.submodule_search_locations:
                 paths.update(str(Path(location)) for location in spec.submodule_search_locations)
             elif spec.origin and spec.has_location:
-                paths.add(spec.origin)
+                origin = Path(spec.origin)
+                paths.add(str(origin))
+                # and its compiled copies, which Python (or a student's own loader) reads in its place
+                stem = origin.name.split(".")[0]
+                paths.update(str(p) for p in origin.parent.glob(f"__pycache__/{stem}.*.pyc"))
+                paths.update(str(p) for p in origin.parent.glob(f"{stem}.pyc"))
     return sorted(paths)
 
 

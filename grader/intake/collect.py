@@ -282,6 +282,15 @@ class _Reader:
             inside = container.under(folder)
             found = self.pick_source([(i.path, i) for i in inside.items], empty=f"the folder {folder} is empty")
             submissions.append(_submission(folder, found))
+        # a student whose <student>.py (or .zip) is a link: a row saying so, unless someone of that name
+        # has one already (a link beside alice/ is no second alice); a link named like the file to grade
+        # (a stray layers.py at the top of a class) is nobody's
+        named = {s.key for s in submissions} | {Path(self.filename).stem}
+        for item in container.items:
+            stem = _stem(Path(item.path))
+            if item.refused and "/" not in item.path and _is_unit_file(item.path, self.filename) and stem not in named:
+                submissions.append(_submission(stem, self.pick_source([(item.path, item)])))
+                named.add(stem)
         warnings = []
         if ignored:
             warnings.append(f"ignored {len(ignored)} file(s) that are not a student's work: {', '.join(ignored[:5])}")
@@ -379,6 +388,9 @@ class _Reader:
                 problems.append(str(error))
                 continue
             notes.extend(inner.warnings)
+            # a link inside is never read, but if it is the file to grade, that is the student's reason
+            problems += [f"{path}:{i.path} was not read: {i.refused}" for i in inner.items
+                         if i.refused is not None and i.name.lower() == self.filename.lower()]
             nested = [(f"{path}/{i.path}", i) for i in inner.items if i.refused is None]
             more, more_seen, more_problems, more_notes = self.candidates(nested)
             found += more

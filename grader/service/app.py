@@ -20,7 +20,7 @@ from grader.service.api import API_PREFIX, api, public
 from grader.service.auth import LocalOnly, TokenGate
 from grader.service.context import QueueFactory, ServiceContext, default_queue
 from grader.service.metrics import MetricsMiddleware
-from grader.service.problems import install_problem_handlers
+from grader.service.problems import DatabaseOutageMiddleware, install_problem_handlers
 from grader.service.shortcut import GradeShortcut, grade_route
 from grader.service.uploads import UploadLimitMiddleware
 from grader.service.web import install_web
@@ -99,6 +99,7 @@ def create_app(
                        small_forms={"/login": LOGIN_FORM_BYTES})
     if local_names is not None:
         app.add_middleware(LocalOnly, tokens=lambda: app.state.tokens, names=local_names)
+    app.add_middleware(DatabaseOutageMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=context.metrics)
     return app
 

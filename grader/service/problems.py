@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from grader.store.database import database_unavailable, one_line
 
@@ -103,9 +104,6 @@ async def _validation_error(request: Request, error: Exception) -> JSONResponse:
 
 
 async def _unexpected(request: Request, error: Exception) -> JSONResponse:
-    if database_unavailable(error):  # an outage, not a bug: one line in the log, and "try again" to the client
-        log.warning("%s %s: the database is unavailable (%s)", request.method, request.url.path, one_line(error))
-        return database_problem(request.url.path)
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     return problem_response(
         500, "The grader hit an internal error; it has been logged.", kind="internal", instance=request.url.path
@@ -120,6 +118,36 @@ def database_problem(instance: str) -> JSONResponse:
         503, "The grader's database cannot be reached right now; try again shortly.",
         kind="database-unavailable", instance=instance, headers={"Retry-After": str(DATABASE_RETRY_SECONDS)},
     )
+
+
+class DatabaseOutageMiddleware:
+    """Answers a request that failed because the database is out of reach with 503 database-unavailable
+    and one warning line. An exception handler cannot: Starlette's outermost error middleware, which
+    runs those for Exception, logs the traceback and re-raises, and the metrics inside it record a 500.
+    So this sits just inside the metrics, outside everything that reaches the database."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as error:
+            if started or not database_unavailable(error):
+                raise
+            path = scope.get("path", "")
+            log.warning("%s %s: the database is unavailable (%s)", scope.get("method", ""), path, one_line(error))
+            await database_problem(path)(scope, receive, send)
 
 
 def install_problem_handlers(app: FastAPI) -> None:
