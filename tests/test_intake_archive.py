@@ -92,6 +92,10 @@ def test_a_student_whose_only_file_is_a_link_is_still_in_the_results(tmp_path: P
     canvas = write_zip(tmp_path / "submissions.zip", {"alpha_200001_1_layers.py": CORRECT},
                        symlinks={"delta_200004_4_layers.py": "/etc/passwd"})
     files = write_zip(tmp_path / "files.zip", {"alice.py": CORRECT, "carol.py": CORRECT}, symlinks={"bob.py": "/x"})
+    # a class of two, one of them a link: still a class, not alice alone graded as the whole upload
+    for links in ({"bob.py": "/x"}, {"bob.zip": "/x"}):
+        pair = write_zip(tmp_path / "pair.zip", {"alice.py": CORRECT}, symlinks=links)
+        assert {s.key: s.status for s in read_inputs([pair]).submissions} == {"alice": "ok", "bob": "unreadable"}
     nested = write_zip(tmp_path / "nested.zip", {
         "alice.zip": zip_bytes({}, symlinks={"layers.py": "/etc/passwd"}), "carol/layers.py": CORRECT})
     for path, key in ((students, "symonly"), (canvas, "200004"), (files, "bob"), (nested, "alice")):
@@ -107,18 +111,22 @@ def test_a_student_whose_only_file_is_a_link_is_still_in_the_results(tmp_path: P
 @pytest.mark.parametrize(("entries", "links", "graded"), [
     ({"hw.zip": zip_bytes({"layers.py": CORRECT})}, ["layers.py"], {"s": "ok"}),  # the zip's file is graded
     ({"layers (1).py": CORRECT}, ["layers.py"], {"s": "ok"}),  # and a renamed one
-    ({"hw.py": CORRECT}, ["helper.py"], {"s": "ok"}),  # the one real .py file
+    # two top-level .py files are two students, one of them a link as much as two real ones
+    ({"hw.py": CORRECT}, ["helper.py"], {"hw": "ok", "helper": "unreadable"}),
     ({"src/layers.py": CORRECT, "train.py": "from src.layers import relu_forward\n"}, ["notes.py"], {"s": "ok"}),
     ({"alice/layers.py": CORRECT, "bob/layers.py": CORRECT, "carol/layers.py": CORRECT}, ["layers.py"],
      {"alice": "ok", "bob": "ok", "carol": "ok"}),  # a link at the top makes no one student of a class
     ({"alice/layers.py": CORRECT, "bob/layers.py": CORRECT}, ["alice.py"], {"alice": "ok", "bob": "ok"}),
+    # nor a link named like the file to grade, in any case or numbering; nor Carol.py beside carol/
+    ({"alice/layers.py": CORRECT, "carol/layers.py": CORRECT}, ["Layers.py", "layers (1).py", "Carol.py"],
+     {"alice": "ok", "carol": "ok"}),
 ])
 def test_a_link_decides_no_layout_and_is_never_the_file_graded(tmp_path: Path, entries: dict[str, bytes | str],
                                                                  links: list[str], graded: dict[str, str]) -> None:
     path = write_zip(tmp_path / "s.zip", entries, symlinks={name: "/etc/passwd" for name in links})
     submissions = read_inputs([path]).submissions
     assert {s.key: s.status for s in submissions} == graded
-    assert all(s.source == CORRECT for s in submissions)
+    assert all(s.source == CORRECT for s in submissions if s.status == "ok")
 
 
 def test_a_zip_bomb_by_total_size_is_refused_before_expanding(tmp_path: Path) -> None:

@@ -238,7 +238,17 @@ class _Reader:
             examined = packages and position < MAX_SCRIPTS_EXAMINED
             if not (examined and self.imports_package(item, packages)):
                 units += 1
+        # a linked <student>.zip is someone's; a linked <student>.py too, unless it sits beside a
+        # package (there it is more likely a script of that student's, as a real one would be)
+        units += sum(1 for item in self.linked_students(container) if is_zip_name(item.path) or not packages)
         return units < 2
+
+    def linked_students(self, container: Container) -> list[Item]:
+        """Top-level links (never read) named as a student's file would be: <student>.py, .zip, ...;
+        not one named like the file to grade (a stray layers.py at the top of a class is nobody's)."""
+        return [item for item in container.items
+                if item.refused is not None and "/" not in item.path and _is_unit_file(item.path, self.filename)
+                and not self.variant.match(item.name)]
 
     def imports_package(self, item: Item, packages: list[str]) -> bool:
         """Whether a source file imports the module under grading from one of these folders, or by its
@@ -283,14 +293,13 @@ class _Reader:
             found = self.pick_source([(i.path, i) for i in inside.items], empty=f"the folder {folder} is empty")
             submissions.append(_submission(folder, found))
         # a student whose <student>.py (or .zip) is a link: a row saying so, unless someone of that name
-        # has one already (a link beside alice/ is no second alice); a link named like the file to grade
-        # (a stray layers.py at the top of a class) is nobody's
-        named = {s.key for s in submissions} | {Path(self.filename).stem}
-        for item in container.items:
+        # has one already (a link beside alice/ is no second alice)
+        named = {s.key.casefold() for s in submissions}
+        for item in self.linked_students(container):
             stem = _stem(Path(item.path))
-            if item.refused and "/" not in item.path and _is_unit_file(item.path, self.filename) and stem not in named:
+            if stem.casefold() not in named:
                 submissions.append(_submission(stem, self.pick_source([(item.path, item)])))
-                named.add(stem)
+                named.add(stem.casefold())
         warnings = []
         if ignored:
             warnings.append(f"ignored {len(ignored)} file(s) that are not a student's work: {', '.join(ignored[:5])}")
