@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -120,6 +121,28 @@ def database_problem(instance: str) -> JSONResponse:
     )
 
 
+async def answer_failure(
+    app: ASGIApp, scope: Scope, receive: Receive, send: Send, answer: Callable[[Exception], Response | None]
+) -> None:
+    """Run `app`; should it raise before starting its response, and `answer` have a response for that
+    exception, send the response instead. Once a response has started, or without an answer, the
+    exception goes on."""
+    started = False
+
+    async def tracking_send(message: Message) -> None:
+        nonlocal started
+        started = started or message["type"] == "http.response.start"
+        await send(message)
+
+    try:
+        await app(scope, receive, tracking_send)
+    except Exception as error:
+        response = None if started else answer(error)
+        if response is None:
+            raise
+        await response(scope, receive, send)
+
+
 class DatabaseOutageMiddleware:
     """Answers a request that failed because the database is out of reach with 503 database-unavailable
     and one warning line. An exception handler cannot: Starlette's outermost error middleware, which
@@ -133,21 +156,15 @@ class DatabaseOutageMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, receive, tracking_send)
-        except Exception as error:
-            if started or not database_unavailable(error):
-                raise
+        def outage(error: Exception) -> Response | None:
+            if not database_unavailable(error):
+                return None
             path = scope.get("path", "")
             log.warning("%s %s: the database is unavailable (%s)", scope.get("method", ""), path, one_line(error))
-            await database_problem(path)(scope, receive, send)
+            return database_problem(path)
+
+        await answer_failure(self.app, scope, receive, send, outage)
 
 
 def install_problem_handlers(app: FastAPI) -> None:

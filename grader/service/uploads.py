@@ -12,10 +12,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+from starlette.responses import Response
 from starlette.routing import get_route_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from grader.service.problems import ProblemError, problem_response
+from grader.service.problems import ProblemError, answer_failure, problem_response
 
 _CHUNK = 1 << 16
 
@@ -49,10 +50,9 @@ class UploadLimitMiddleware:
         limit, detail = self.small_forms.get(get_route_path(scope), self.limit)
         declared = _content_length(scope)
         if declared is not None and declared > limit:
-            await self._reject(scope, receive, send, detail)
+            await self._rejection(scope, detail)(scope, receive, send)
             return
         received = 0
-        started = False
 
         async def counted_receive() -> Message:
             nonlocal received
@@ -63,24 +63,17 @@ class UploadLimitMiddleware:
                     raise UploadTooLarge(detail)
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
+        def too_large(error: Exception) -> Response | None:
+            return self._rejection(scope, detail) if isinstance(error, UploadTooLarge) else None
 
-        try:
-            await self.app(scope, counted_receive, tracking_send)
-        except UploadTooLarge:
-            if started:
-                raise
-            await self._reject(scope, receive, send, detail)
+        await answer_failure(self.app, scope, counted_receive, send, too_large)
 
-    async def _reject(self, scope: Scope, receive: Receive, send: Send, detail: str) -> None:
+    @staticmethod
+    def _rejection(scope: Scope, detail: str) -> Response:
         error = UploadTooLarge(detail)
         response = problem_response(413, str(error.detail), kind=error.kind, instance=scope.get("path"))
         response.headers["Connection"] = "close"
-        await response(scope, receive, send)
+        return response
 
 
 def _content_length(scope: Scope) -> int | None:
