@@ -9,7 +9,6 @@ from __future__ import annotations
 import ast
 import codecs
 import encodings
-import importlib.util
 import io
 import marshal
 import tokenize
@@ -93,21 +92,21 @@ class UnsupportedEncoding(LookupError):
         self.encoding = encoding
 
 
-def refused_encoding(source: bytes) -> str | None:
-    """The codec a coding line names when this grader refuses to decode with it (slow, or not one of
-    the standard library's); None otherwise. Raises SyntaxError or LookupError for a bad cookie."""
+def source_encoding(source: bytes) -> str:
+    """The encoding Python reads the source in: UTF-8 unless a BOM or a coding cookie says otherwise.
+    UnsupportedEncoding for a codec this grader refuses (slow, or not one of the standard library's);
+    SyntaxError or LookupError for a bad cookie."""
     encoding, _ = tokenize.detect_encoding(io.BytesIO(source).readline)
     name = codecs.lookup(encoding).name
-    return name if name in SLOW_CODECS or encodings.search_function(name) is None else None
+    if name in SLOW_CODECS or encodings.search_function(name) is None:
+        raise UnsupportedEncoding(name)
+    return encoding
 
 
 def decode_python_source(source: bytes) -> str:
-    """Source bytes as Python itself reads them: UTF-8 unless a BOM or a coding cookie says otherwise.
-    A cookie naming a codec this grader refuses raises UnsupportedEncoding before anything is decoded."""
-    refused = refused_encoding(source)
-    if refused is not None:
-        raise UnsupportedEncoding(refused)
-    return importlib.util.decode_source(source)
+    """Source bytes as Python itself reads them (as `importlib.util.decode_source` does, with the
+    encoding found once), refused before anything is decoded when its codec is (`source_encoding`)."""
+    return io.IncrementalNewlineDecoder(None, translate=True).decode(source.decode(source_encoding(source)))
 
 
 def parse_source(source: bytes, filename: str, forbidden: list[str] | None = None) -> ParsedSource | SourceProblem:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import grader
-from grader.engine.policy import refused_encoding
+from grader.engine.policy import source_encoding
 
 K = 12  # tokens per k-gram: about one statement; shorter matches are noise
 WINDOW = 6  # winnowing window: any shared run of K + WINDOW - 1 tokens is guaranteed to be seen
@@ -52,9 +52,8 @@ def normalize(source: bytes) -> list[Token]:
     previous: tokenize.TokenInfo | None = None
     line_start = True
     try:  # a coding line naming a codec grading refuses (slow to decode) is refused here too
-        if refused_encoding(source) is not None:
-            return tokens
-    except (SyntaxError, LookupError):
+        source_encoding(source)
+    except (SyntaxError, LookupError):  # UnsupportedEncoding among them
         return tokens
     try:
         for tok in tokenize.tokenize(io.BytesIO(source).readline):
