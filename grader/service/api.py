@@ -200,14 +200,15 @@ async def grade(
     filename = safe_filename(file.filename, ctx.grader.assignment.rubric.filename)
     content = await file.read()
     origin = filename
-    if is_zip(content[:4]):
+    if is_zip(content[:4]):  # the file found in it is checked there, before the zip is kept
         content, origin = await to_thread.run_sync(_one_student_zip, ctx, content, filename, limiter=ctx.limiter)
     elif is_zip_name(filename):  # as the command line and a batch refuse it, instead of grading it as Python
         raise ProblemError(
             422, f"The upload cannot be graded: {filename} is not a readable zip archive (it may be truncated or "
             "corrupt).", kind="unreadable-upload",
         )
-    check_source(content, filename)
+    else:
+        check_source(content, filename)
     new = new_single(student, filename, content, origin=origin)
 
     if target is not None:
