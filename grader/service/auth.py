@@ -138,7 +138,8 @@ class LocalOnly:
         await self.app(scope, receive, send)
 
     def refusal(self, host: str | None, origin: str | None, scheme: str = "http") -> ProblemError | None:
-        if host is not None and not self.is_local(_host_and_port(f"//{host}", scheme)[0]):
+        addressed = _host_and_port(f"//{host}", scheme) if host is not None else None
+        if addressed is not None and not self.is_local(addressed[0]):
             return ProblemError(
                 403,
                 "This service runs without API tokens, so it answers only requests addressed to this machine "
@@ -146,7 +147,7 @@ class LocalOnly:
                 kind="not-local",
             )
         # "null" (a sandboxed page) is no address either
-        if origin is not None and (host is None or _host_and_port(origin) != _host_and_port(f"//{host}", scheme)):
+        if origin is not None and (addressed is None or _host_and_port(origin) != addressed):
             return ProblemError(
                 403,
                 "This service runs without API tokens, so it does not answer requests that a web page of another "
