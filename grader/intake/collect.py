@@ -336,7 +336,7 @@ class _Reader:
         refused = [item for path, item in files if item.refused is not None]
         named = [i for i in refused if i.name.lower() == self.filename.lower()] or refused
         if not readable:
-            return _Found(UNREADABLE, detail=f"{named[0].origin} was not read: {named[0].refused}")
+            return _Found(UNREADABLE, detail=named[0].refusal)
         files = readable
         candidates, seen, problems, notes = self.candidates(files)
         if not candidates:
@@ -355,7 +355,7 @@ class _Reader:
                 detail = f"{unsupported[0]} is not a zip archive; only zip archives can be read"
                 return _Found(UNREADABLE, detail=detail, notes=notes)
             if refused and named[0].name.lower() == self.filename.lower():
-                return _Found(UNREADABLE, detail=f"{named[0].origin} was not read: {named[0].refused}", notes=notes)
+                return _Found(UNREADABLE, detail=named[0].refusal, notes=notes)
             return _Found(NOT_FOUND, detail=f"no {self.filename} found among: {listing([p for p, _ in seen])}",
                           notes=notes)
         ranked = sorted(candidates, key=self.rank)

@@ -93,6 +93,11 @@ class Item:
     refused: str | None = None  # why it is never read (a symbolic link): it still names whose it was
 
     @property
+    def refusal(self) -> str:
+        """Why a refused entry was not read, as the student's row says it."""
+        return f"{self.origin} was not read: {self.refused}"
+
+    @property
     def name(self) -> str:
         return self.path.rpartition("/")[2]
 
@@ -140,9 +145,10 @@ def refused_item(path: str, origin: str, why: str) -> Item:
     still appears, as unreadable, with the reason. It takes no part in finding the layout or the file
     to grade (`Container.top_level`, `pick_source`); reading or opening it fails with that reason."""
     def refuse(_limit: int | None = None) -> NoReturn:
-        raise ArchiveError(f"{origin} was not read: {why}")
+        raise ArchiveError(item.refusal)
 
-    return Item(path, 0, origin, refuse, refuse, refused=why)
+    item = Item(path, 0, origin, refuse, refuse, refused=why)
+    return item
 
 
 def _zip_item(archive: SafeArchive, entry: ArchiveEntry, context: Context) -> Item:
